@@ -1,0 +1,1 @@
+//! Benchmark support: generators for large configurations shared by the criterion benches.
