@@ -35,8 +35,16 @@
 //! assert_eq!(eval.packages.get("local#hello").unwrap().version.to_string(), "2.12.1");
 //! ```
 
+mod cycles;
 mod de;
 mod diagnostic;
+mod eval;
+mod interp;
+mod merge;
+mod resolve;
+mod schema;
+mod validate;
+pub mod edit;
 mod loader;
 mod source;
 mod spec;
@@ -45,6 +53,10 @@ mod version;
 
 pub use de::Spanned;
 pub use diagnostic::{Diagnostic, EvalError, Label};
+pub use eval::{Evaluation, evaluate};
+pub use schema::{config_schema, recipe_schema};
+pub use resolve::{DepKind, PackageGraph, ResolvedPackage, SELF_INPUT};
+pub use validate::{BUILTIN_GROUPS, BUILTIN_SERVICES};
 pub use loader::{DirEntry, LoadError, Loader, MemoryLoader, normalize, path_input};
 pub use source::{FileId, SourceFile, Sources, Span};
 pub use spec::*;

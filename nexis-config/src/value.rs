@@ -99,24 +99,6 @@ impl Node {
             }
         }
     }
-
-    /// The value as JSON (for `config get` style output and tests).
-    pub(crate) fn to_json(&self) -> serde_json::Value {
-        use serde_json::Value as J;
-        match &self.kind {
-            Kind::Str(s) | Kind::Datetime(s) => J::String(s.clone()),
-            Kind::Int(i) => J::from(*i),
-            Kind::Float(f) => J::from(*f),
-            Kind::Bool(b) => J::Bool(*b),
-            Kind::Array(a) => J::Array(a.iter().map(Node::to_json).collect()),
-            Kind::Table(t) => J::Object(
-                t.entries
-                    .iter()
-                    .map(|(k, e)| (k.clone(), e.node.to_json()))
-                    .collect(),
-            ),
-        }
-    }
 }
 
 /// Parse one TOML file into a [`Node`] table.

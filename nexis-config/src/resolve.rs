@@ -1,0 +1,636 @@
+//! Resolving package references against the inputs' recipes into a dependency graph.
+//!
+//! Each input is a directory (made available by the [`Loader`]) whose `packages/` folder
+//! holds recipes: `packages/NAME.toml`, or `packages/NAME/*.toml` for several versions.
+//! Inline `[recipes.NAME]` form the input `self`. Recipe files are parsed only when a
+//! reference reaches them.
+//!
+//! An unqualified reference in a recipe looks in the recipe's own input first; elsewhere
+//! it must name a package found in exactly one input. Versions: every requirement on a
+//! package (from the configuration and from other recipes) must be met by one version,
+//! and the highest such version is chosen; the choice is repeated until it settles.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Serialize;
+
+use crate::de::{Spanned, decode};
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::interp::PkgUse;
+use crate::loader::{Loader, normalize};
+use crate::source::{Sources, Span};
+use crate::spec::{BuildSystem, PackageRef, Recipe, SystemSpec};
+use crate::value::{self, Kind};
+use crate::version::{Version, VersionReq};
+
+/// The name of the input formed by inline `[recipes]`.
+pub const SELF_INPUT: &str = "self";
+
+/// How one package needs another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DepKind {
+    /// Needed to build (in `build.deps`).
+    Build,
+    /// Needed at run time (in `build.runtime-deps`).
+    Runtime,
+}
+
+/// A package with its chosen recipe.
+#[derive(Debug, Clone)]
+pub struct ResolvedPackage {
+    /// `input#name`.
+    pub id: String,
+    /// The input it comes from.
+    pub input: String,
+    /// The package name.
+    pub name: String,
+    /// The chosen version.
+    pub version: Version,
+    /// The recipe of that version.
+    pub recipe: Recipe,
+    /// The recipe file (the root module for inline recipes).
+    pub recipe_file: PathBuf,
+    /// The input's directory.
+    pub input_dir: PathBuf,
+}
+
+/// The resolved packages: a graph whose edges point from a package to what it needs.
+#[derive(Debug, Clone, Default)]
+pub struct PackageGraph {
+    /// Nodes are packages; an edge `a -> b` means `a` needs `b`.
+    pub graph: DiGraph<ResolvedPackage, DepKind>,
+    index: BTreeMap<String, NodeIndex>,
+    /// Why each requested package is in the system: `packages.install`,
+    /// `users.NAME.packages`, `boot.kernel`, `security.TOOL`, `reference`.
+    pub roots: BTreeMap<String, BTreeSet<String>>,
+    /// Each `${pkgs.…}` reference and the package id it resolved to.
+    pub references: BTreeMap<String, String>,
+}
+
+impl PackageGraph {
+    /// Number of packages.
+    pub fn len(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    /// Whether no package was resolved.
+    pub fn is_empty(&self) -> bool {
+        self.graph.node_count() == 0
+    }
+
+    /// A package by id (`input#name`).
+    pub fn get(&self, id: &str) -> Option<&ResolvedPackage> {
+        self.index.get(id).map(|&n| &self.graph[n])
+    }
+
+    /// The graph node of a package.
+    pub fn node(&self, id: &str) -> Option<NodeIndex> {
+        self.index.get(id).copied()
+    }
+
+    /// All packages, ordered by id.
+    pub fn iter(&self) -> impl Iterator<Item = &ResolvedPackage> {
+        self.index.values().map(|&n| &self.graph[n])
+    }
+
+    /// Ids of the packages `id` needs directly, of one kind, sorted.
+    pub fn deps(&self, id: &str, kind: DepKind) -> Vec<&str> {
+        let Some(&n) = self.index.get(id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<&str> = self
+            .graph
+            .edges(n)
+            .filter(|e| *e.weight() == kind)
+            .map(|e| self.graph[petgraph::visit::EdgeRef::target(&e)].id.as_str())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// The packages as JSON, ordered by id.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "id": p.id,
+                        "input": p.input,
+                        "name": p.name,
+                        "version": p.version.as_str(),
+                        "recipe-file": p.recipe_file,
+                        "requested-by": self.roots.get(&p.id),
+                        "deps": self.deps(&p.id, DepKind::Build),
+                        "runtime-deps": self.deps(&p.id, DepKind::Runtime),
+                        "recipe": p.recipe,
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+type Key = (String, String);
+
+fn id_of(key: &Key) -> String {
+    format!("{}#{}", key.0, key.1)
+}
+
+struct Candidate {
+    version: Version,
+    recipe: Recipe,
+    file: PathBuf,
+}
+
+struct Input {
+    dir: PathBuf,
+    /// Package name → recipe files (empty for inline recipes).
+    names: BTreeMap<String, Vec<PathBuf>>,
+}
+
+struct Resolver<'a> {
+    loader: &'a dyn Loader,
+    sources: &'a mut Sources,
+    fallback: Span,
+    inputs: BTreeMap<String, Input>,
+    candidates: BTreeMap<Key, Vec<Candidate>>,
+    /// Names whose recipes all failed to load (already reported).
+    broken: BTreeSet<Key>,
+    load_diags: Vec<Diagnostic>,
+}
+
+struct Constraint {
+    req: Option<VersionReq>,
+    span: Span,
+    by: String,
+}
+
+/// Resolve every package the configuration asks for.
+pub(crate) fn resolve(
+    spec: &SystemSpec,
+    uses: &[PkgUse],
+    fallback: Span,
+    loader: &dyn Loader,
+    sources: &mut Sources,
+    diags: &mut Vec<Diagnostic>,
+) -> PackageGraph {
+    let mut r = Resolver {
+        loader,
+        sources,
+        fallback,
+        inputs: BTreeMap::new(),
+        candidates: BTreeMap::new(),
+        broken: BTreeSet::new(),
+        load_diags: Vec::new(),
+    };
+    r.index_inputs(spec);
+    r.inline_recipes(spec);
+
+    let roots = roots(spec, uses);
+    let mut prev: BTreeMap<Key, Vec<Constraint>> = BTreeMap::new();
+    let mut chosen: BTreeMap<Key, usize> = BTreeMap::new();
+    let mut outcome = None;
+    for _round in 0..16 {
+        let round = r.round(&roots, &prev);
+        let settled = round.chosen == chosen;
+        let done = settled || satisfied(&round.chosen, &r.candidates, &round.constraints);
+        chosen.clone_from(&round.chosen);
+        prev = round.constraints;
+        outcome = Some((round.errors, round.edges, round.root_keys));
+        if done {
+            break;
+        }
+    }
+    let (errors, edges, root_keys) = outcome.expect("at least one round runs");
+    diags.append(&mut r.load_diags);
+    diags.extend(errors);
+    r.conflicts(&prev, &chosen, diags);
+
+    // Build the graph.
+    let mut out = PackageGraph::default();
+    for (key, &i) in &chosen {
+        let c = &r.candidates[key][i];
+        let id = id_of(key);
+        let node = out.graph.add_node(ResolvedPackage {
+            id: id.clone(),
+            input: key.0.clone(),
+            name: key.1.clone(),
+            version: c.version.clone(),
+            recipe: c.recipe.clone(),
+            recipe_file: c.file.clone(),
+            input_dir: r.inputs[&key.0].dir.clone(),
+        });
+        out.index.insert(id, node);
+    }
+    let mut spans: DiGraph<String, Span> = DiGraph::new();
+    let span_nodes: BTreeMap<&Key, NodeIndex> = chosen.keys().map(|k| (k, spans.add_node(id_of(k)))).collect();
+    for (from, to, kind, span) in &edges {
+        let (a, b) = (out.index[&id_of(from)], out.index[&id_of(to)]);
+        if out.graph.find_edge(a, b).is_none_or(|e| out.graph[e] != *kind) {
+            out.graph.add_edge(a, b, *kind);
+            spans.add_edge(span_nodes[from], span_nodes[to], *span);
+        }
+    }
+    for cycle in crate::cycles::find(&spans, Clone::clone) {
+        diags.push(
+            Diagnostic::new("cycle", format!("packages depend on each other in a cycle: {}", cycle.chain.join(" -> ")))
+                .primary(cycle.closing, "this dependency closes the cycle")
+                .help("a package cannot need itself, even through others; remove one of these dependencies"),
+        );
+    }
+    for (reason, key, text) in root_keys {
+        let id = id_of(&key);
+        if reason == "reference" {
+            out.references.insert(text, id.clone());
+        }
+        out.roots.entry(id).or_default().insert(reason);
+    }
+    out
+}
+
+/// Every reference the configuration makes, with why.
+fn roots(spec: &SystemSpec, uses: &[PkgUse]) -> Vec<(String, Spanned<PackageRef>)> {
+    let mut out = Vec::new();
+    for p in &spec.packages.install {
+        out.push(("packages.install".to_owned(), p.clone()));
+    }
+    for (name, user) in &spec.users {
+        for p in &user.packages {
+            out.push((format!("users.{}.packages", name.value), p.clone()));
+        }
+    }
+    if let Some(k) = &spec.boot.kernel {
+        out.push(("boot.kernel".to_owned(), k.clone()));
+    }
+    let s = &spec.security;
+    for (tool, enabled, pkg) in [
+        ("firewall", s.firewall.enable, &s.firewall.package),
+        ("clamav", s.clamav.enable, &s.clamav.package),
+        ("maldet", s.maldet.enable, &s.maldet.package),
+        ("falco", s.falco.enable, &s.falco.package),
+        ("suricata", s.suricata.enable, &s.suricata.package),
+    ] {
+        if enabled {
+            out.push((format!("security.{tool}"), pkg.clone()));
+        }
+    }
+    for u in uses {
+        out.push((
+            "reference".to_owned(),
+            Spanned {
+                span: Some(u.span),
+                value: u.reference.clone(),
+            },
+        ));
+    }
+    out
+}
+
+struct Round {
+    chosen: BTreeMap<Key, usize>,
+    constraints: BTreeMap<Key, Vec<Constraint>>,
+    edges: Vec<(Key, Key, DepKind, Span)>,
+    errors: Vec<Diagnostic>,
+    root_keys: Vec<(String, Key, String)>,
+}
+
+/// Whether every chosen version meets every requirement on it.
+fn satisfied(chosen: &BTreeMap<Key, usize>, candidates: &BTreeMap<Key, Vec<Candidate>>, constraints: &BTreeMap<Key, Vec<Constraint>>) -> bool {
+    chosen.iter().all(|(key, &i)| {
+        let v = &candidates[key][i].version;
+        constraints.get(key).is_none_or(|cs| cs.iter().all(|c| c.req.as_ref().is_none_or(|r| r.matches(v))))
+    })
+}
+
+impl Resolver<'_> {
+    fn index_inputs(&mut self, spec: &SystemSpec) {
+        for (name, url) in &spec.inputs {
+            let at = url.span.unwrap_or(self.fallback);
+            let base = self.sources.get(at.file).path().parent().map(Path::to_path_buf).unwrap_or_default();
+            let dir = match self.loader.input_dir(name, url, &base) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.load_diags.push(
+                        Diagnostic::new("input", format!("input `{name}` is not available"))
+                            .primary(at, e.to_string()),
+                    );
+                    self.inputs.insert(name.clone(), Input { dir: PathBuf::new(), names: BTreeMap::new() });
+                    continue;
+                }
+            };
+            let packages = dir.join("packages");
+            let mut names: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+            match self.loader.read_dir(&packages) {
+                Ok(mut entries) => {
+                    entries.sort();
+                    for e in entries {
+                        let file_name = e.path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+                        if e.is_dir {
+                            if let Ok(mut inner) = self.loader.read_dir(&e.path) {
+                                inner.sort();
+                                let files: Vec<PathBuf> = inner
+                                    .into_iter()
+                                    .filter(|f| !f.is_dir && f.path.extension().is_some_and(|x| x == "toml"))
+                                    .map(|f| f.path)
+                                    .collect();
+                                if !files.is_empty() {
+                                    names.entry(file_name).or_default().extend(files);
+                                }
+                            }
+                        } else if let Some(stem) = file_name.strip_suffix(".toml") {
+                            names.entry(stem.to_owned()).or_default().push(e.path);
+                        }
+                    }
+                }
+                Err(e) => self.load_diags.push(
+                    Diagnostic::new("input", format!("input `{name}` has no readable `packages/` folder"))
+                        .primary(at, e.to_string())
+                        .help("an input holds recipes as `packages/NAME.toml` or `packages/NAME/VERSION.toml`"),
+                ),
+            }
+            self.inputs.insert(name.clone(), Input { dir, names });
+        }
+    }
+
+    fn inline_recipes(&mut self, spec: &SystemSpec) {
+        let dir = self.sources.get(crate::source::FileId(0)).path().parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut names = BTreeMap::new();
+        for (name, recipe) in &spec.recipes {
+            let at = name.span.unwrap_or(self.fallback);
+            let file = self.sources.get(at.file).path().to_owned();
+            let ok = check_recipe(recipe, &name.value, at, &dir, &mut self.load_diags);
+            names.insert(name.value.clone(), Vec::new());
+            let key = (SELF_INPUT.to_owned(), name.value.clone());
+            if ok {
+                self.candidates.entry(key).or_default().push(Candidate {
+                    version: recipe.version.value.0.clone(),
+                    recipe: recipe.clone(),
+                    file,
+                });
+            } else {
+                self.broken.insert(key);
+            }
+        }
+        if !names.is_empty() {
+            self.inputs.insert(SELF_INPUT.to_owned(), Input { dir, names });
+        }
+    }
+
+    /// Load (once) the recipes of one package of one input.
+    fn load(&mut self, key: &Key) {
+        if self.candidates.contains_key(key) || self.broken.contains(key) {
+            return;
+        }
+        let input = &self.inputs[&key.0];
+        let files = input.names.get(&key.1).cloned().unwrap_or_default();
+        let dir = input.dir.clone();
+        let mut out = Vec::new();
+        for path in files {
+            let text = match self.loader.read(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.load_diags.push(Diagnostic::new("load", format!("cannot read recipe {}", path.display())).help(e.to_string()));
+                    continue;
+                }
+            };
+            let file = self.sources.add(path.clone(), text);
+            let node = match value::parse(file, self.sources.get(file).text()) {
+                Ok(n) => n,
+                Err(d) => {
+                    self.load_diags.push(d);
+                    continue;
+                }
+            };
+            debug_assert!(matches!(node.kind, Kind::Table(_)));
+            let sink = RefCell::new(Vec::new());
+            let recipe: Result<Recipe, _> = decode(&node, "", &sink);
+            self.load_diags.extend(sink.into_inner());
+            match recipe {
+                Ok(recipe) => {
+                    let recipe_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                    let whole = Span::file_start(file);
+                    if check_recipe(&recipe, &key.1, whole, &recipe_dir, &mut self.load_diags)
+                        && check_inside(&recipe, &dir, &recipe_dir, &mut self.load_diags)
+                    {
+                        out.push(Candidate { version: recipe.version.value.0.clone(), recipe, file: path });
+                    }
+                }
+                Err(d) => self.load_diags.push(d),
+            }
+        }
+        if out.is_empty() {
+            self.broken.insert(key.clone());
+        } else {
+            out.sort_by(|a, b| a.version.cmp(&b.version));
+            self.candidates.insert(key.clone(), out);
+        }
+    }
+
+    /// Find which input's package a reference means. `from` is the input of the recipe
+    /// that makes the reference, if any.
+    fn lookup(&self, r: &PackageRef, at: Span, from: Option<&str>) -> Result<Key, Diagnostic> {
+        if let Some(input) = &r.input {
+            let Some(inp) = self.inputs.get(input) else {
+                return Err(Diagnostic::new("reference", format!("`{r}` names input `{input}`, which is not declared"))
+                    .primary(at, "unknown input")
+                    .help(did_you_mean(input, self.inputs.keys().map(String::as_str)).unwrap_or_else(|| format!("declare it under [inputs], e.g. `{input} = \"path:./{input}\"`"))));
+            };
+            if !inp.names.contains_key(&r.name) {
+                return Err(Diagnostic::new("reference", format!("input `{input}` has no package `{}`", r.name))
+                    .primary(at, "no such package")
+                    .help_opt(did_you_mean(&r.name, inp.names.keys().map(String::as_str))));
+            }
+            return Ok((input.clone(), r.name.clone()));
+        }
+        if let Some(from) = from
+            && self.inputs.get(from).is_some_and(|i| i.names.contains_key(&r.name))
+        {
+            return Ok((from.to_owned(), r.name.clone()));
+        }
+        let found: Vec<&String> = self.inputs.iter().filter(|(_, i)| i.names.contains_key(&r.name)).map(|(n, _)| n).collect();
+        match found.as_slice() {
+            [one] => Ok(((*one).clone(), r.name.clone())),
+            [] => {
+                let searched: Vec<String> = self.inputs.keys().map(|k| format!("`{k}`")).collect();
+                let all = self.inputs.values().flat_map(|i| i.names.keys().map(String::as_str));
+                Err(Diagnostic::new("reference", format!("no input has a package `{}`", r.name))
+                    .primary(at, "unknown package")
+                    .help(did_you_mean(&r.name, all).unwrap_or_else(|| {
+                        if searched.is_empty() {
+                            "declare an input under [inputs] that provides it".to_owned()
+                        } else {
+                            format!("searched {}", searched.join(", "))
+                        }
+                    })))
+            }
+            many => {
+                let options: Vec<String> = many.iter().map(|i| format!("`{i}#{}`", r.name)).collect();
+                Err(Diagnostic::new("ambiguous", format!("package `{}` is provided by several inputs", r.name))
+                    .primary(at, "ambiguous")
+                    .help(format!("say which: {}", options.join(" or "))))
+            }
+        }
+    }
+
+    fn round(&mut self, roots: &[(String, Spanned<PackageRef>)], prev: &BTreeMap<Key, Vec<Constraint>>) -> Round {
+        let mut round = Round {
+            chosen: BTreeMap::new(),
+            constraints: BTreeMap::new(),
+            edges: Vec::new(),
+            errors: Vec::new(),
+            root_keys: Vec::new(),
+        };
+        let mut queue = VecDeque::new();
+        let mut seen = BTreeSet::new();
+        for (reason, r) in roots {
+            let at = r.span.unwrap_or(self.fallback);
+            match self.lookup(r, at, None) {
+                Ok(key) => {
+                    round.constraints.entry(key.clone()).or_default().push(Constraint { req: r.requirement().cloned(), span: at, by: reason.clone() });
+                    round.root_keys.push((reason.clone(), key.clone(), r.value.to_string()));
+                    if seen.insert(key.clone()) {
+                        queue.push_back(key);
+                    }
+                }
+                Err(d) => round.errors.push(d),
+            }
+        }
+        while let Some(key) = queue.pop_front() {
+            self.load(&key);
+            let Some(cands) = self.candidates.get(&key) else { continue };
+            let now = round.constraints.get(&key);
+            let before = prev.get(&key);
+            let ok = |c: &Candidate, cs: Option<&Vec<Constraint>>| cs.is_none_or(|cs| cs.iter().all(|k| k.req.as_ref().is_none_or(|r| r.matches(&c.version))));
+            let pick = (0..cands.len())
+                .rev()
+                .find(|&i| ok(&cands[i], now) && ok(&cands[i], before))
+                .or_else(|| (0..cands.len()).rev().find(|&i| ok(&cands[i], now)))
+                .unwrap_or(cands.len() - 1);
+            round.chosen.insert(key.clone(), pick);
+            let recipe = &cands[pick].recipe;
+            let deps: Vec<(DepKind, Spanned<PackageRef>)> = recipe
+                .build
+                .deps
+                .iter()
+                .map(|d| (DepKind::Build, d.clone()))
+                .chain(recipe.build.runtime_deps.iter().map(|d| (DepKind::Runtime, d.clone())))
+                .collect();
+            let by = id_of(&key);
+            for (kind, dep) in deps {
+                let at = dep.span.unwrap_or(self.fallback);
+                match self.lookup(&dep, at, Some(&key.0)) {
+                    Ok(dkey) => {
+                        round.constraints.entry(dkey.clone()).or_default().push(Constraint { req: dep.requirement().cloned(), span: at, by: by.clone() });
+                        round.edges.push((key.clone(), dkey.clone(), kind, at));
+                        if seen.insert(dkey.clone()) {
+                            queue.push_back(dkey);
+                        }
+                    }
+                    Err(d) => round.errors.push(d),
+                }
+            }
+        }
+        round
+    }
+
+    /// Report packages whose chosen version misses a requirement.
+    fn conflicts(&self, constraints: &BTreeMap<Key, Vec<Constraint>>, chosen: &BTreeMap<Key, usize>, diags: &mut Vec<Diagnostic>) {
+        for (key, &i) in chosen {
+            let cands = &self.candidates[key];
+            let Some(cs) = constraints.get(key) else { continue };
+            let v = &cands[i].version;
+            if cs.iter().all(|c| c.req.as_ref().is_none_or(|r| r.matches(v))) {
+                continue;
+            }
+            let versions: Vec<&str> = cands.iter().map(|c| c.version.as_str()).collect();
+            let with_req: Vec<&Constraint> = cs.iter().filter(|c| c.req.is_some()).collect();
+            let mut d = Diagnostic::new(
+                "version",
+                format!("no version of `{}` meets every requirement", id_of(key)),
+            );
+            for (n, c) in with_req.iter().enumerate() {
+                let label = format!("{} needs {}", c.by, c.req.as_ref().expect("filtered").as_str());
+                d = if n == 0 { d.primary(c.span, label) } else { d.secondary(c.span, label) };
+            }
+            diags.push(d.help(format!("available: {}", versions.join(", "))));
+        }
+    }
+}
+
+/// Checks on a recipe on its own: name, source, build script.
+fn check_recipe(recipe: &Recipe, name: &str, at: Span, dir: &Path, diags: &mut Vec<Diagnostic>) -> bool {
+    let before = diags.len();
+    if let Some(n) = &recipe.name
+        && n.value != name
+    {
+        diags.push(
+            Diagnostic::new("invalid-value", format!("recipe is named `{}` but stored as `{name}`", n.value))
+                .primary(n.span.unwrap_or(at), "name differs")
+                .help(format!("the file name (or [recipes] key) is the package name; write `name = \"{name}\"` or rename the file")),
+        );
+    }
+    if let Some(src) = &recipe.source {
+        let given: Vec<&Spanned<String>> = [&src.url, &src.git, &src.path].into_iter().flatten().collect();
+        match given.as_slice() {
+            [] => diags.push(Diagnostic::new("missing-key", "recipe `[source]` has none of `url`, `git`, `path`").primary(at, "").help("say where the source comes from")),
+            [_] => {}
+            [_, second, ..] => diags.push(Diagnostic::new("invalid-value", "recipe `[source]` has more than one of `url`, `git`, `path`").primary(second.span.unwrap_or(at), "second source").help("keep exactly one")),
+        }
+        if let Some(url) = &src.url {
+            let u = url.value.as_str();
+            if !(u.starts_with("https://") || u.starts_with("http://") || u.starts_with("file://")) {
+                diags.push(Diagnostic::new("invalid-value", format!("`{u}` is not an http(s) or file URL")).primary(url.span.unwrap_or(at), ""));
+            }
+            if src.hash.is_none() {
+                diags.push(Diagnostic::new("missing-key", "a `url` source needs a `hash`").primary(url.span.unwrap_or(at), "unpinned download").help("downloads are checked against their hash; add `hash = \"sha256-…\"`"));
+            }
+        }
+        if let Some(git) = &src.git {
+            match &src.rev {
+                None => diags.push(Diagnostic::new("missing-key", "a `git` source needs a `rev`").primary(git.span.unwrap_or(at), "unpinned repository").help("pin the commit: `rev = \"<40 hex digits>\"`")),
+                Some(rev) if rev.len() != 40 || !rev.chars().all(|c| c.is_ascii_hexdigit()) => {
+                    diags.push(Diagnostic::new("invalid-value", format!("`{}` is not a full git commit id", rev.value)).primary(rev.span.unwrap_or(at), "").help("write the 40-digit hexadecimal commit id"));
+                }
+                Some(_) => {}
+            }
+        }
+        for p in src.path.iter().chain(&src.patches) {
+            if p.starts_with('/') {
+                diags.push(Diagnostic::new("path", format!("`{}` is absolute", p.value)).primary(p.span.unwrap_or(at), "").help("recipe paths are relative to the recipe file"));
+            }
+        }
+    }
+    match (&recipe.build.script, recipe.build.system) {
+        (None, BuildSystem::Script) => diags.push(Diagnostic::new("missing-key", "`system = \"script\"` needs a `script`").primary(at, "").help("write the build commands in `[build] script = \"…\"`")),
+        (Some(s), system) if system != BuildSystem::Script => diags.push(
+            Diagnostic::new("invalid-value", "`script` is only used with `system = \"script\"`")
+                .primary(s.span.unwrap_or(at), "ignored")
+                .help("set `system = \"script\"`, or drop the script and let the build system run"),
+        ),
+        _ => {}
+    }
+    let _ = dir;
+    diags.len() == before
+}
+
+/// Source paths and patches of an input's recipe must stay inside the input.
+fn check_inside(recipe: &Recipe, input_dir: &Path, recipe_dir: &Path, diags: &mut Vec<Diagnostic>) -> bool {
+    let Some(src) = &recipe.source else { return true };
+    let mut ok = true;
+    for p in src.path.iter().chain(&src.patches) {
+        let full = normalize(&recipe_dir.join(&p.value));
+        if !full.starts_with(input_dir) {
+            ok = false;
+            diags.push(
+                Diagnostic::new("path", format!("`{}` points outside the input", p.value))
+                    .primary(p.span.unwrap_or(Span::file_start(crate::source::FileId(0))), "leaves the input's folder")
+                    .help("a recipe may only use files of its own input"),
+            );
+        }
+    }
+    ok
+}
