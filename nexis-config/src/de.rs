@@ -164,11 +164,17 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl de::Error for Error {
+    /// Messages of the form `what is wrong; what to do` are split into message and help.
     fn custom<M: fmt::Display>(msg: M) -> Error {
+        let msg = msg.to_string();
+        let (message, help) = match msg.split_once("; ") {
+            Some((m, h)) => (m.to_owned(), Some(h.to_owned())),
+            None => (msg, None),
+        };
         Error {
             kind: "invalid-value",
-            message: msg.to_string(),
-            help: None,
+            message,
+            help,
             span: None,
         }
     }
