@@ -407,7 +407,10 @@ struct Map<'a> {
 impl<'de> MapAccess<'de> for Map<'_> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
         let Some((key, entry)) = self.entries.get(self.next) else {
             return Ok(None);
         };
@@ -489,7 +492,10 @@ struct SpannedAccess<D> {
 impl<'de, D: Deserializer<'de, Error = Error>> MapAccess<'de> for SpannedAccess<D> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
         let Some(name) = SPANNED_FIELDS.get(self.step) else {
             return Ok(None);
         };
@@ -532,6 +538,8 @@ mod tests {
         let text = "command = \"sshd\"\ndepends-on = [\"net\"]\nrestrat = true\n";
         let sink = RefCell::new(Vec::new());
         let svc: Svc = decode(&root(text), "services.sshd", &sink).unwrap();
+        assert_eq!(svc.command.value, "sshd");
+        assert!(!svc.restart);
         let span = svc.depends_on[0].span.unwrap();
         assert_eq!(&text[span.start as usize..span.end as usize], "\"net\"");
         let diags = sink.into_inner();

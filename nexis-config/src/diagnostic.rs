@@ -136,7 +136,12 @@ impl Diagnostic {
             );
         }
         if let Some(help) = &self.help {
-            let _ = writeln!(out, "{pad} {} {}: {help}", paint.blue("="), paint.bold("help"));
+            let _ = writeln!(
+                out,
+                "{pad} {} {}: {help}",
+                paint.blue("="),
+                paint.bold("help")
+            );
         }
         out
     }

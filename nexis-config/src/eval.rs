@@ -67,7 +67,13 @@ pub fn evaluate(loader: &dyn Loader, root: &Path) -> Result<Evaluation, EvalErro
 
     let defaults = serde_json::to_value(SystemSpec::default()).expect("the spec serialises");
     let mut pkg_uses = Vec::new();
-    interp::interpolate_tree(&mut tree, &defaults, &cx.sources, &mut pkg_uses, &mut cx.diags);
+    interp::interpolate_tree(
+        &mut tree,
+        &defaults,
+        &cx.sources,
+        &mut pkg_uses,
+        &mut cx.diags,
+    );
 
     let sink = RefCell::new(Vec::new());
     let mut spec = decode_spec(&tree, &sink, &mut cx.diags);
@@ -137,9 +143,12 @@ fn load_module(
         chain.push(path.display().to_string());
         let at = via.expect("only an import can close a cycle");
         cx.diags.push(
-            Diagnostic::new("import-cycle", format!("import cycle: {}", chain.join(" -> ")))
-                .primary(at, "this import closes the cycle")
-                .help("modules merge regardless of order, so one of these imports can go"),
+            Diagnostic::new(
+                "import-cycle",
+                format!("import cycle: {}", chain.join(" -> ")),
+            )
+            .primary(at, "this import closes the cycle")
+            .help("modules merge regardless of order, so one of these imports can go"),
         );
         return;
     }
@@ -186,18 +195,24 @@ fn load_module(
                     for inner in MODULE_KEYS {
                         if let Some(e) = t.entries.remove(*inner) {
                             cx.diags.push(
-                                Diagnostic::new("invalid-value", format!("`{inner}` inside `[{key}]`"))
-                                    .primary(e.key_span, "not allowed here")
-                                    .help(format!("`{inner}` belongs at the top level of a module")),
+                                Diagnostic::new(
+                                    "invalid-value",
+                                    format!("`{inner}` inside `[{key}]`"),
+                                )
+                                .primary(e.key_span, "not allowed here")
+                                .help(format!("`{inner}` belongs at the top level of a module")),
                             );
                         }
                     }
                     layers.push(Layer { priority, table: t });
                 }
                 other => cx.diags.push(
-                    Diagnostic::new("type", format!("`{key}` must be a table, found {}", other.type_name()))
-                        .primary(entry.node.span, "")
-                        .help(format!("write `[{key}.system]` and the keys it sets")),
+                    Diagnostic::new(
+                        "type",
+                        format!("`{key}` must be a table, found {}", other.type_name()),
+                    )
+                    .primary(entry.node.span, "")
+                    .help(format!("write `[{key}.system]` and the keys it sets")),
                 ),
             }
         }
@@ -233,9 +248,15 @@ fn take_imports(cx: &mut Cx<'_>, root: &mut Table) -> Vec<(String, Span)> {
     };
     let Kind::Array(items) = entry.node.kind else {
         cx.diags.push(
-            Diagnostic::new("type", format!("`imports` must be an array of paths, found {}", entry.node.kind.type_name()))
-                .primary(entry.node.span, "")
-                .help("write `imports = [\"hardware.toml\"]`"),
+            Diagnostic::new(
+                "type",
+                format!(
+                    "`imports` must be an array of paths, found {}",
+                    entry.node.kind.type_name()
+                ),
+            )
+            .primary(entry.node.span, "")
+            .help("write `imports = [\"hardware.toml\"]`"),
         );
         return Vec::new();
     };
@@ -244,13 +265,19 @@ fn take_imports(cx: &mut Cx<'_>, root: &mut Table) -> Vec<(String, Span)> {
         match item.kind {
             Kind::Str(s) if !s.is_empty() && !s.starts_with('/') => out.push((s, item.span)),
             Kind::Str(_) => cx.diags.push(
-                Diagnostic::new("invalid-value", "imports are paths relative to the importing module")
-                    .primary(item.span, "empty or absolute")
-                    .help("a configuration must not depend on files outside its folder tree"),
+                Diagnostic::new(
+                    "invalid-value",
+                    "imports are paths relative to the importing module",
+                )
+                .primary(item.span, "empty or absolute")
+                .help("a configuration must not depend on files outside its folder tree"),
             ),
             other => cx.diags.push(
-                Diagnostic::new("type", format!("expected a path, found {}", other.type_name()))
-                    .primary(item.span, ""),
+                Diagnostic::new(
+                    "type",
+                    format!("expected a path, found {}", other.type_name()),
+                )
+                .primary(item.span, ""),
             ),
         }
     }
@@ -259,7 +286,11 @@ fn take_imports(cx: &mut Cx<'_>, root: &mut Table) -> Vec<(String, Span)> {
 
 /// Decode the merged tree section by section, and map entries one by one, so that one
 /// bad entry does not hide errors in the others.
-fn decode_spec(tree: &Table, sink: &RefCell<Vec<Diagnostic>>, diags: &mut Vec<Diagnostic>) -> SystemSpec {
+fn decode_spec(
+    tree: &Table,
+    sink: &RefCell<Vec<Diagnostic>>,
+    diags: &mut Vec<Diagnostic>,
+) -> SystemSpec {
     fn one<T: for<'de> Deserialize<'de>>(
         node: &Node,
         path: &str,
@@ -277,8 +308,14 @@ fn decode_spec(tree: &Table, sink: &RefCell<Vec<Diagnostic>>, diags: &mut Vec<Di
         let mut out = BTreeMap::new();
         let Kind::Table(t) = &node.kind else {
             diags.push(
-                Diagnostic::new("type", format!("`{section}` must be a table, found {}", node.kind.type_name()))
-                    .primary(node.span, ""),
+                Diagnostic::new(
+                    "type",
+                    format!(
+                        "`{section}` must be a table, found {}",
+                        node.kind.type_name()
+                    ),
+                )
+                .primary(node.span, ""),
             );
             return out;
         };
@@ -318,11 +355,17 @@ fn decode_spec(tree: &Table, sink: &RefCell<Vec<Diagnostic>>, diags: &mut Vec<Di
                     "security", "network", "recipes", "imports", "defaults", "force",
                 ];
                 diags.push(
-                    Diagnostic::new("unknown-key", format!("unknown key `{other}` at the top level"))
-                        .primary(entry.key_span, "unknown key")
-                        .help(did_you_mean(other, known).unwrap_or_else(|| {
-                            format!("the top-level keys are {}", known.map(|k| format!("`{k}`")).join(", "))
-                        })),
+                    Diagnostic::new(
+                        "unknown-key",
+                        format!("unknown key `{other}` at the top level"),
+                    )
+                    .primary(entry.key_span, "unknown key")
+                    .help(did_you_mean(other, known).unwrap_or_else(|| {
+                        format!(
+                            "the top-level keys are {}",
+                            known.map(|k| format!("`{k}`")).join(", ")
+                        )
+                    })),
                 );
             }
         }
@@ -330,12 +373,19 @@ fn decode_spec(tree: &Table, sink: &RefCell<Vec<Diagnostic>>, diags: &mut Vec<Di
     spec
 }
 
+/// A declared file's `source`, its `text`, whether it is a template, and its `vars`.
+type SourceJob<'a> = (
+    &'a mut Option<Spanned<String>>,
+    &'a mut Option<Spanned<String>>,
+    bool,
+    &'a BTreeMap<String, String>,
+);
+
 /// Resolve `source` paths against the module that declared them, check the files exist,
 /// and render templates into `text`.
 fn render_sources(cx: &mut Cx<'_>, tree: &Table, spec: &mut SystemSpec, pkgs: &mut Vec<PkgUse>) {
     let defaults = serde_json::to_value(SystemSpec::default()).expect("the spec serialises");
-    let mut jobs: Vec<(&mut Option<Spanned<String>>, &mut Option<Spanned<String>>, bool, &BTreeMap<String, String>)> =
-        Vec::new();
+    let mut jobs: Vec<SourceJob<'_>> = Vec::new();
     for file in spec.files.values_mut() {
         jobs.push((&mut file.source, &mut file.text, file.template, &file.vars));
     }
@@ -348,7 +398,13 @@ fn render_sources(cx: &mut Cx<'_>, tree: &Table, spec: &mut SystemSpec, pkgs: &m
     for (source, text, template, vars) in jobs {
         let Some(src) = source.as_mut() else { continue };
         let Some(span) = src.span else { continue };
-        let base = cx.sources.get(span.file).path().parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = cx
+            .sources
+            .get(span.file)
+            .path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let path = normalize(&base.join(&src.value));
         src.value = path.display().to_string();
         if !template && read.contains(&path) {
@@ -366,7 +422,14 @@ fn render_sources(cx: &mut Cx<'_>, tree: &Table, spec: &mut SystemSpec, pkgs: &m
                         defaults: &defaults,
                         sources: &cx.sources,
                     };
-                    match interp::interpolate(&content, whole, Some(vars), &scope, pkgs, &mut Vec::new()) {
+                    match interp::interpolate(
+                        &content,
+                        whole,
+                        Some(vars),
+                        &scope,
+                        pkgs,
+                        &mut Vec::new(),
+                    ) {
                         Ok(rendered) => {
                             *text = Some(Spanned {
                                 span: Some(span),
@@ -378,9 +441,12 @@ fn render_sources(cx: &mut Cx<'_>, tree: &Table, spec: &mut SystemSpec, pkgs: &m
                 }
             }
             Err(e) => cx.diags.push(
-                Diagnostic::new("missing-file", format!("source file {} cannot be read", path.display()))
-                    .primary(span, load_reason(&e))
-                    .help("`source` is relative to the module that declares it"),
+                Diagnostic::new(
+                    "missing-file",
+                    format!("source file {} cannot be read", path.display()),
+                )
+                .primary(span, load_reason(&e))
+                .help("`source` is relative to the module that declares it"),
             ),
         }
     }

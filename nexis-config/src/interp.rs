@@ -34,7 +34,9 @@ pub(crate) struct Scope<'a> {
 }
 
 /// Top-level sections a `${section.key}` reference may start with.
-const SECTIONS: &[&str] = &["system", "boot", "network", "security", "users", "groups", "services", "files", "packages"];
+const SECTIONS: &[&str] = &[
+    "system", "boot", "network", "security", "users", "groups", "services", "files", "packages",
+];
 
 /// Interpolate every string in the merged tree except inputs and recipes.
 pub(crate) fn interpolate_tree(
@@ -69,12 +71,10 @@ fn walk(
     diags: &mut Vec<Diagnostic>,
 ) {
     match &mut node.kind {
-        Kind::Str(s) => {
-            if s.contains('$') {
-                match interpolate(s, node.span, vars, scope, pkgs, &mut Vec::new()) {
-                    Ok(new) => *s = new,
-                    Err(d) => diags.push(d),
-                }
+        Kind::Str(s) if s.contains('$') => {
+            match interpolate(s, node.span, vars, scope, pkgs, &mut Vec::new()) {
+                Ok(new) => *s = new,
+                Err(d) => diags.push(d),
             }
         }
         Kind::Array(items) => {
@@ -155,9 +155,11 @@ pub(crate) fn interpolate(
             continue;
         };
         let Some(end) = body.find('}') else {
-            return Err(Diagnostic::new("interpolation", "unterminated `${` in string")
-                .primary(narrow(scope.sources, span, "${"), "opened here")
-                .help("close it with `}`, or write `$${` for a literal `${`"));
+            return Err(
+                Diagnostic::new("interpolation", "unterminated `${` in string")
+                    .primary(narrow(scope.sources, span, "${"), "opened here")
+                    .help("close it with `}`, or write `$${` for a literal `${`"),
+            );
         };
         let expr = body[..end].trim();
         let whole = &after[..end + 3];
@@ -180,23 +182,36 @@ fn expand(
 ) -> Result<String, Diagnostic> {
     if let Some(pkg) = expr.strip_prefix("pkgs.") {
         let reference: PackageRef = pkg.parse().map_err(|e: String| {
-            Diagnostic::new("interpolation", format!("bad package reference in `{whole}`"))
-                .primary(at, e)
+            Diagnostic::new(
+                "interpolation",
+                format!("bad package reference in `{whole}`"),
+            )
+            .primary(at, e)
         })?;
-        pkgs.push(PkgUse { reference, span: at });
+        pkgs.push(PkgUse {
+            reference,
+            span: at,
+        });
         // Kept as written: the build puts the store path here.
         return Ok(format!("${{pkgs.{pkg}}}"));
     }
     if let Some(name) = expr.strip_prefix("vars.") {
         let Some(vars) = vars else {
-            return Err(Diagnostic::new("interpolation", format!("`{whole}` outside a file"))
-                .primary(at, "no `vars` here")
-                .help("`${vars.NAME}` works in the text of `[files.\"…\"]` and users' home files"));
+            return Err(
+                Diagnostic::new("interpolation", format!("`{whole}` outside a file"))
+                    .primary(at, "no `vars` here")
+                    .help(
+                        "`${vars.NAME}` works in the text of `[files.\"…\"]` and users' home files",
+                    ),
+            );
         };
         return vars.get(name).cloned().ok_or_else(|| {
-            Diagnostic::new("interpolation", format!("unknown variable `{name}` in `{whole}`"))
-                .primary(at, "not in this file's `vars`")
-                .help_opt(did_you_mean(name, vars.keys().map(String::as_str)))
+            Diagnostic::new(
+                "interpolation",
+                format!("unknown variable `{name}` in `{whole}`"),
+            )
+            .primary(at, "not in this file's `vars`")
+            .help_opt(did_you_mean(name, vars.keys().map(String::as_str)))
         });
     }
     let path = split_path(expr);
@@ -226,7 +241,10 @@ fn expand(
             kind => scalar_text(kind).ok_or_else(|| {
                 Diagnostic::new(
                     "interpolation",
-                    format!("`{whole}` is {}, which cannot be put in a string", kind.type_name()),
+                    format!(
+                        "`{whole}` is {}, which cannot be put in a string",
+                        kind.type_name()
+                    ),
                 )
                 .primary(at, "not a string, number or boolean")
             }),
@@ -240,9 +258,15 @@ fn expand(
                 });
             }
             let missing = path[..=depth].join(".");
-            Err(Diagnostic::new("interpolation", format!("`{whole}`: `{missing}` is not set"))
-                .primary(at, "unknown key")
-                .help_opt(did_you_mean(&path[depth], siblings.iter().map(String::as_str))))
+            Err(Diagnostic::new(
+                "interpolation",
+                format!("`{whole}`: `{missing}` is not set"),
+            )
+            .primary(at, "unknown key")
+            .help_opt(did_you_mean(
+                &path[depth],
+                siblings.iter().map(String::as_str),
+            )))
         }
     }
 }

@@ -167,8 +167,14 @@ mod tests {
         assert_eq!(
             entries,
             vec![
-                DirEntry { path: "/c/pkgs/packages/a.toml".into(), is_dir: false },
-                DirEntry { path: "/c/pkgs/packages/b".into(), is_dir: true },
+                DirEntry {
+                    path: "/c/pkgs/packages/a.toml".into(),
+                    is_dir: false
+                },
+                DirEntry {
+                    path: "/c/pkgs/packages/b".into(),
+                    is_dir: true
+                },
             ]
         );
         assert!(l.read_dir(Path::new("/nope")).is_err());

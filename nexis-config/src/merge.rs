@@ -96,10 +96,22 @@ fn insert(
                 insert(entries, t, priority, path, diags);
             }
             (Some(Slot::Leaf(defs)), Kind::Table(_)) => {
-                diags.push(shape_conflict(path, node.span, defs[0].node.span, "a table", defs[0].node.kind.type_name()));
+                diags.push(shape_conflict(
+                    path,
+                    node.span,
+                    defs[0].node.span,
+                    "a table",
+                    defs[0].node.kind.type_name(),
+                ));
             }
             (Some(Slot::Table { span, .. }), kind) => {
-                diags.push(shape_conflict(path, node.span, *span, kind.type_name(), "a table"));
+                diags.push(shape_conflict(
+                    path,
+                    node.span,
+                    *span,
+                    kind.type_name(),
+                    "a table",
+                ));
             }
             (None, kind) => {
                 slots.insert(
@@ -107,14 +119,20 @@ fn insert(
                     Slot::Leaf(vec![Def {
                         priority,
                         key_span,
-                        node: Node { kind, span: node.span },
+                        node: Node {
+                            kind,
+                            span: node.span,
+                        },
                     }]),
                 );
             }
             (Some(Slot::Leaf(defs)), kind) => defs.push(Def {
                 priority,
                 key_span,
-                node: Node { kind, span: node.span },
+                node: Node {
+                    kind,
+                    span: node.span,
+                },
             }),
         }
         path.pop();
@@ -219,17 +237,20 @@ fn conflict(path: &[String], priority: Priority, first: &Def, other: &Def) -> Di
         Priority::Normal => String::new(),
         p => format!(" under [{}]", p.table()),
     };
-    Diagnostic::new("conflict", format!("conflicting definitions of `{key}`{level}"))
-        .primary(other.node.span, "defined here")
-        .secondary(first.node.span, "and differently here")
-        .help(match priority {
-            Priority::Force => "two forced values disagree; keep only one of them".to_owned(),
-            _ => format!(
-                "make one win: move it under {} or move the other under {}",
-                within("force"),
-                within("defaults")
-            ),
-        })
+    Diagnostic::new(
+        "conflict",
+        format!("conflicting definitions of `{key}`{level}"),
+    )
+    .primary(other.node.span, "defined here")
+    .secondary(first.node.span, "and differently here")
+    .help(match priority {
+        Priority::Force => "two forced values disagree; keep only one of them".to_owned(),
+        _ => format!(
+            "make one win: move it under {} or move the other under {}",
+            within("force"),
+            within("defaults")
+        ),
+    })
 }
 
 pub(crate) fn dotted(path: &[String]) -> String {
@@ -292,7 +313,11 @@ fn walk(
             walk(root, target, path, out, depth + 1);
         }
     }
-    if schema.get("uniqueItems").and_then(serde_json::Value::as_bool) == Some(true) {
+    if schema
+        .get("uniqueItems")
+        .and_then(serde_json::Value::as_bool)
+        == Some(true)
+    {
         out.push(path.clone());
     }
     for combinator in ["anyOf", "oneOf", "allOf"] {

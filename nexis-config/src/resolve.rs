@@ -227,10 +227,17 @@ pub(crate) fn resolve(
         out.index.insert(id, node);
     }
     let mut spans: DiGraph<String, Span> = DiGraph::new();
-    let span_nodes: BTreeMap<&Key, NodeIndex> = chosen.keys().map(|k| (k, spans.add_node(id_of(k)))).collect();
+    let span_nodes: BTreeMap<&Key, NodeIndex> = chosen
+        .keys()
+        .map(|k| (k, spans.add_node(id_of(k))))
+        .collect();
     for (from, to, kind, span) in &edges {
         let (a, b) = (out.index[&id_of(from)], out.index[&id_of(to)]);
-        if out.graph.find_edge(a, b).is_none_or(|e| out.graph[e] != *kind) {
+        if out
+            .graph
+            .find_edge(a, b)
+            .is_none_or(|e| out.graph[e] != *kind)
+        {
             out.graph.add_edge(a, b, *kind);
             spans.add_edge(span_nodes[from], span_nodes[to], *span);
         }
@@ -299,10 +306,17 @@ struct Round {
 }
 
 /// Whether every chosen version meets every requirement on it.
-fn satisfied(chosen: &BTreeMap<Key, usize>, candidates: &BTreeMap<Key, Vec<Candidate>>, constraints: &BTreeMap<Key, Vec<Constraint>>) -> bool {
+fn satisfied(
+    chosen: &BTreeMap<Key, usize>,
+    candidates: &BTreeMap<Key, Vec<Candidate>>,
+    constraints: &BTreeMap<Key, Vec<Constraint>>,
+) -> bool {
     chosen.iter().all(|(key, &i)| {
         let v = &candidates[key][i].version;
-        constraints.get(key).is_none_or(|cs| cs.iter().all(|c| c.req.as_ref().is_none_or(|r| r.matches(v))))
+        constraints.get(key).is_none_or(|cs| {
+            cs.iter()
+                .all(|c| c.req.as_ref().is_none_or(|r| r.matches(v)))
+        })
     })
 }
 
@@ -310,7 +324,13 @@ impl Resolver<'_> {
     fn index_inputs(&mut self, spec: &SystemSpec) {
         for (name, url) in &spec.inputs {
             let at = url.span.unwrap_or(self.fallback);
-            let base = self.sources.get(at.file).path().parent().map(Path::to_path_buf).unwrap_or_default();
+            let base = self
+                .sources
+                .get(at.file)
+                .path()
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
             let dir = match self.loader.input_dir(name, url, &base) {
                 Ok(d) => d,
                 Err(e) => {
@@ -318,7 +338,13 @@ impl Resolver<'_> {
                         Diagnostic::new("input", format!("input `{name}` is not available"))
                             .primary(at, e.to_string()),
                     );
-                    self.inputs.insert(name.clone(), Input { dir: PathBuf::new(), names: BTreeMap::new() });
+                    self.inputs.insert(
+                        name.clone(),
+                        Input {
+                            dir: PathBuf::new(),
+                            names: BTreeMap::new(),
+                        },
+                    );
                     continue;
                 }
             };
@@ -357,7 +383,13 @@ impl Resolver<'_> {
     }
 
     fn inline_recipes(&mut self, spec: &SystemSpec) {
-        let dir = self.sources.get(crate::source::FileId(0)).path().parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = self
+            .sources
+            .get(crate::source::FileId(0))
+            .path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let mut names = BTreeMap::new();
         for (name, recipe) in &spec.recipes {
             let at = name.span.unwrap_or(self.fallback);
@@ -376,7 +408,8 @@ impl Resolver<'_> {
             }
         }
         if !names.is_empty() {
-            self.inputs.insert(SELF_INPUT.to_owned(), Input { dir, names });
+            self.inputs
+                .insert(SELF_INPUT.to_owned(), Input { dir, names });
         }
     }
 
@@ -393,7 +426,10 @@ impl Resolver<'_> {
             let text = match self.loader.read(&path) {
                 Ok(t) => t,
                 Err(e) => {
-                    self.load_diags.push(Diagnostic::new("load", format!("cannot read recipe {}", path.display())).help(e.to_string()));
+                    self.load_diags.push(
+                        Diagnostic::new("load", format!("cannot read recipe {}", path.display()))
+                            .help(e.to_string()),
+                    );
                     continue;
                 }
             };
@@ -416,7 +452,11 @@ impl Resolver<'_> {
                     if check_recipe(&recipe, &key.1, whole, &recipe_dir, &mut self.load_diags)
                         && check_inside(&recipe, &dir, &recipe_dir, &mut self.load_diags)
                     {
-                        out.push(Candidate { version: recipe.version.value.0.clone(), recipe, file: path });
+                        out.push(Candidate {
+                            version: recipe.version.value.0.clone(),
+                            recipe,
+                            file: path,
+                        });
                     }
                 }
                 Err(d) => self.load_diags.push(d),
@@ -435,48 +475,83 @@ impl Resolver<'_> {
     fn lookup(&self, r: &PackageRef, at: Span, from: Option<&str>) -> Result<Key, Diagnostic> {
         if let Some(input) = &r.input {
             let Some(inp) = self.inputs.get(input) else {
-                return Err(Diagnostic::new("reference", format!("`{r}` names input `{input}`, which is not declared"))
-                    .primary(at, "unknown input")
-                    .help(did_you_mean(input, self.inputs.keys().map(String::as_str)).unwrap_or_else(|| format!("declare it under [inputs], e.g. `{input} = \"path:./{input}\"`"))));
+                return Err(Diagnostic::new(
+                    "reference",
+                    format!("`{r}` names input `{input}`, which is not declared"),
+                )
+                .primary(at, "unknown input")
+                .help(
+                    did_you_mean(input, self.inputs.keys().map(String::as_str)).unwrap_or_else(
+                        || {
+                            format!(
+                                "declare it under [inputs], e.g. `{input} = \"path:./{input}\"`"
+                            )
+                        },
+                    ),
+                ));
             };
             if !inp.names.contains_key(&r.name) {
-                return Err(Diagnostic::new("reference", format!("input `{input}` has no package `{}`", r.name))
-                    .primary(at, "no such package")
-                    .help_opt(did_you_mean(&r.name, inp.names.keys().map(String::as_str))));
+                return Err(Diagnostic::new(
+                    "reference",
+                    format!("input `{input}` has no package `{}`", r.name),
+                )
+                .primary(at, "no such package")
+                .help_opt(did_you_mean(&r.name, inp.names.keys().map(String::as_str))));
             }
             return Ok((input.clone(), r.name.clone()));
         }
         if let Some(from) = from
-            && self.inputs.get(from).is_some_and(|i| i.names.contains_key(&r.name))
+            && self
+                .inputs
+                .get(from)
+                .is_some_and(|i| i.names.contains_key(&r.name))
         {
             return Ok((from.to_owned(), r.name.clone()));
         }
-        let found: Vec<&String> = self.inputs.iter().filter(|(_, i)| i.names.contains_key(&r.name)).map(|(n, _)| n).collect();
+        let found: Vec<&String> = self
+            .inputs
+            .iter()
+            .filter(|(_, i)| i.names.contains_key(&r.name))
+            .map(|(n, _)| n)
+            .collect();
         match found.as_slice() {
             [one] => Ok(((*one).clone(), r.name.clone())),
             [] => {
                 let searched: Vec<String> = self.inputs.keys().map(|k| format!("`{k}`")).collect();
-                let all = self.inputs.values().flat_map(|i| i.names.keys().map(String::as_str));
-                Err(Diagnostic::new("reference", format!("no input has a package `{}`", r.name))
-                    .primary(at, "unknown package")
-                    .help(did_you_mean(&r.name, all).unwrap_or_else(|| {
-                        if searched.is_empty() {
-                            "declare an input under [inputs] that provides it".to_owned()
-                        } else {
-                            format!("searched {}", searched.join(", "))
-                        }
-                    })))
+                let all = self
+                    .inputs
+                    .values()
+                    .flat_map(|i| i.names.keys().map(String::as_str));
+                Err(
+                    Diagnostic::new("reference", format!("no input has a package `{}`", r.name))
+                        .primary(at, "unknown package")
+                        .help(did_you_mean(&r.name, all).unwrap_or_else(|| {
+                            if searched.is_empty() {
+                                "declare an input under [inputs] that provides it".to_owned()
+                            } else {
+                                format!("searched {}", searched.join(", "))
+                            }
+                        })),
+                )
             }
             many => {
-                let options: Vec<String> = many.iter().map(|i| format!("`{i}#{}`", r.name)).collect();
-                Err(Diagnostic::new("ambiguous", format!("package `{}` is provided by several inputs", r.name))
-                    .primary(at, "ambiguous")
-                    .help(format!("say which: {}", options.join(" or "))))
+                let options: Vec<String> =
+                    many.iter().map(|i| format!("`{i}#{}`", r.name)).collect();
+                Err(Diagnostic::new(
+                    "ambiguous",
+                    format!("package `{}` is provided by several inputs", r.name),
+                )
+                .primary(at, "ambiguous")
+                .help(format!("say which: {}", options.join(" or "))))
             }
         }
     }
 
-    fn round(&mut self, roots: &[(String, Spanned<PackageRef>)], prev: &BTreeMap<Key, Vec<Constraint>>) -> Round {
+    fn round(
+        &mut self,
+        roots: &[(String, Spanned<PackageRef>)],
+        prev: &BTreeMap<Key, Vec<Constraint>>,
+    ) -> Round {
         let mut round = Round {
             chosen: BTreeMap::new(),
             constraints: BTreeMap::new(),
@@ -490,8 +565,18 @@ impl Resolver<'_> {
             let at = r.span.unwrap_or(self.fallback);
             match self.lookup(r, at, None) {
                 Ok(key) => {
-                    round.constraints.entry(key.clone()).or_default().push(Constraint { req: r.requirement().cloned(), span: at, by: reason.clone() });
-                    round.root_keys.push((reason.clone(), key.clone(), r.value.to_string()));
+                    round
+                        .constraints
+                        .entry(key.clone())
+                        .or_default()
+                        .push(Constraint {
+                            req: r.requirement().cloned(),
+                            span: at,
+                            by: reason.clone(),
+                        });
+                    round
+                        .root_keys
+                        .push((reason.clone(), key.clone(), r.value.to_string()));
                     if seen.insert(key.clone()) {
                         queue.push_back(key);
                     }
@@ -501,10 +586,17 @@ impl Resolver<'_> {
         }
         while let Some(key) = queue.pop_front() {
             self.load(&key);
-            let Some(cands) = self.candidates.get(&key) else { continue };
+            let Some(cands) = self.candidates.get(&key) else {
+                continue;
+            };
             let now = round.constraints.get(&key);
             let before = prev.get(&key);
-            let ok = |c: &Candidate, cs: Option<&Vec<Constraint>>| cs.is_none_or(|cs| cs.iter().all(|k| k.req.as_ref().is_none_or(|r| r.matches(&c.version))));
+            let ok = |c: &Candidate, cs: Option<&Vec<Constraint>>| {
+                cs.is_none_or(|cs| {
+                    cs.iter()
+                        .all(|k| k.req.as_ref().is_none_or(|r| r.matches(&c.version)))
+                })
+            };
             let pick = (0..cands.len())
                 .rev()
                 .find(|&i| ok(&cands[i], now) && ok(&cands[i], before))
@@ -517,14 +609,28 @@ impl Resolver<'_> {
                 .deps
                 .iter()
                 .map(|d| (DepKind::Build, d.clone()))
-                .chain(recipe.build.runtime_deps.iter().map(|d| (DepKind::Runtime, d.clone())))
+                .chain(
+                    recipe
+                        .build
+                        .runtime_deps
+                        .iter()
+                        .map(|d| (DepKind::Runtime, d.clone())),
+                )
                 .collect();
             let by = id_of(&key);
             for (kind, dep) in deps {
                 let at = dep.span.unwrap_or(self.fallback);
                 match self.lookup(&dep, at, Some(&key.0)) {
                     Ok(dkey) => {
-                        round.constraints.entry(dkey.clone()).or_default().push(Constraint { req: dep.requirement().cloned(), span: at, by: by.clone() });
+                        round
+                            .constraints
+                            .entry(dkey.clone())
+                            .or_default()
+                            .push(Constraint {
+                                req: dep.requirement().cloned(),
+                                span: at,
+                                by: by.clone(),
+                            });
                         round.edges.push((key.clone(), dkey.clone(), kind, at));
                         if seen.insert(dkey.clone()) {
                             queue.push_back(dkey);
@@ -538,12 +644,22 @@ impl Resolver<'_> {
     }
 
     /// Report packages whose chosen version misses a requirement.
-    fn conflicts(&self, constraints: &BTreeMap<Key, Vec<Constraint>>, chosen: &BTreeMap<Key, usize>, diags: &mut Vec<Diagnostic>) {
+    fn conflicts(
+        &self,
+        constraints: &BTreeMap<Key, Vec<Constraint>>,
+        chosen: &BTreeMap<Key, usize>,
+        diags: &mut Vec<Diagnostic>,
+    ) {
         for (key, &i) in chosen {
             let cands = &self.candidates[key];
-            let Some(cs) = constraints.get(key) else { continue };
+            let Some(cs) = constraints.get(key) else {
+                continue;
+            };
             let v = &cands[i].version;
-            if cs.iter().all(|c| c.req.as_ref().is_none_or(|r| r.matches(v))) {
+            if cs
+                .iter()
+                .all(|c| c.req.as_ref().is_none_or(|r| r.matches(v)))
+            {
                 continue;
             }
             let versions: Vec<&str> = cands.iter().map(|c| c.version.as_str()).collect();
@@ -553,8 +669,16 @@ impl Resolver<'_> {
                 format!("no version of `{}` meets every requirement", id_of(key)),
             );
             for (n, c) in with_req.iter().enumerate() {
-                let label = format!("{} needs {}", c.by, c.req.as_ref().expect("filtered").as_str());
-                d = if n == 0 { d.primary(c.span, label) } else { d.secondary(c.span, label) };
+                let label = format!(
+                    "{} needs {}",
+                    c.by,
+                    c.req.as_ref().expect("filtered").as_str()
+                );
+                d = if n == 0 {
+                    d.primary(c.span, label)
+                } else {
+                    d.secondary(c.span, label)
+                };
             }
             diags.push(d.help(format!("available: {}", versions.join(", "))));
         }
@@ -562,7 +686,13 @@ impl Resolver<'_> {
 }
 
 /// Checks on a recipe on its own: name, source, build script.
-fn check_recipe(recipe: &Recipe, name: &str, at: Span, dir: &Path, diags: &mut Vec<Diagnostic>) -> bool {
+fn check_recipe(
+    recipe: &Recipe,
+    name: &str,
+    at: Span,
+    dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
     let before = diags.len();
     if let Some(n) = &recipe.name
         && n.value != name
@@ -574,42 +704,94 @@ fn check_recipe(recipe: &Recipe, name: &str, at: Span, dir: &Path, diags: &mut V
         );
     }
     if let Some(src) = &recipe.source {
-        let given: Vec<&Spanned<String>> = [&src.url, &src.git, &src.path].into_iter().flatten().collect();
+        let given: Vec<&Spanned<String>> = [&src.url, &src.git, &src.path]
+            .into_iter()
+            .flatten()
+            .collect();
         match given.as_slice() {
-            [] => diags.push(Diagnostic::new("missing-key", "recipe `[source]` has none of `url`, `git`, `path`").primary(at, "").help("say where the source comes from")),
+            [] => diags.push(
+                Diagnostic::new(
+                    "missing-key",
+                    "recipe `[source]` has none of `url`, `git`, `path`",
+                )
+                .primary(at, "")
+                .help("say where the source comes from"),
+            ),
             [_] => {}
-            [_, second, ..] => diags.push(Diagnostic::new("invalid-value", "recipe `[source]` has more than one of `url`, `git`, `path`").primary(second.span.unwrap_or(at), "second source").help("keep exactly one")),
+            [_, second, ..] => diags.push(
+                Diagnostic::new(
+                    "invalid-value",
+                    "recipe `[source]` has more than one of `url`, `git`, `path`",
+                )
+                .primary(second.span.unwrap_or(at), "second source")
+                .help("keep exactly one"),
+            ),
         }
         if let Some(url) = &src.url {
             let u = url.value.as_str();
-            if !(u.starts_with("https://") || u.starts_with("http://") || u.starts_with("file://")) {
-                diags.push(Diagnostic::new("invalid-value", format!("`{u}` is not an http(s) or file URL")).primary(url.span.unwrap_or(at), ""));
+            if !(u.starts_with("https://") || u.starts_with("http://") || u.starts_with("file://"))
+            {
+                diags.push(
+                    Diagnostic::new(
+                        "invalid-value",
+                        format!("`{u}` is not an http(s) or file URL"),
+                    )
+                    .primary(url.span.unwrap_or(at), ""),
+                );
             }
             if src.hash.is_none() {
-                diags.push(Diagnostic::new("missing-key", "a `url` source needs a `hash`").primary(url.span.unwrap_or(at), "unpinned download").help("downloads are checked against their hash; add `hash = \"sha256-…\"`"));
+                diags.push(
+                    Diagnostic::new("missing-key", "a `url` source needs a `hash`")
+                        .primary(url.span.unwrap_or(at), "unpinned download")
+                        .help(
+                            "downloads are checked against their hash; add `hash = \"sha256-…\"`",
+                        ),
+                );
             }
         }
         if let Some(git) = &src.git {
             match &src.rev {
-                None => diags.push(Diagnostic::new("missing-key", "a `git` source needs a `rev`").primary(git.span.unwrap_or(at), "unpinned repository").help("pin the commit: `rev = \"<40 hex digits>\"`")),
+                None => diags.push(
+                    Diagnostic::new("missing-key", "a `git` source needs a `rev`")
+                        .primary(git.span.unwrap_or(at), "unpinned repository")
+                        .help("pin the commit: `rev = \"<40 hex digits>\"`"),
+                ),
                 Some(rev) if rev.len() != 40 || !rev.chars().all(|c| c.is_ascii_hexdigit()) => {
-                    diags.push(Diagnostic::new("invalid-value", format!("`{}` is not a full git commit id", rev.value)).primary(rev.span.unwrap_or(at), "").help("write the 40-digit hexadecimal commit id"));
+                    diags.push(
+                        Diagnostic::new(
+                            "invalid-value",
+                            format!("`{}` is not a full git commit id", rev.value),
+                        )
+                        .primary(rev.span.unwrap_or(at), "")
+                        .help("write the 40-digit hexadecimal commit id"),
+                    );
                 }
                 Some(_) => {}
             }
         }
         for p in src.path.iter().chain(&src.patches) {
             if p.starts_with('/') {
-                diags.push(Diagnostic::new("path", format!("`{}` is absolute", p.value)).primary(p.span.unwrap_or(at), "").help("recipe paths are relative to the recipe file"));
+                diags.push(
+                    Diagnostic::new("path", format!("`{}` is absolute", p.value))
+                        .primary(p.span.unwrap_or(at), "")
+                        .help("recipe paths are relative to the recipe file"),
+                );
             }
         }
     }
     match (&recipe.build.script, recipe.build.system) {
-        (None, BuildSystem::Script) => diags.push(Diagnostic::new("missing-key", "`system = \"script\"` needs a `script`").primary(at, "").help("write the build commands in `[build] script = \"…\"`")),
+        (None, BuildSystem::Script) => diags.push(
+            Diagnostic::new("missing-key", "`system = \"script\"` needs a `script`")
+                .primary(at, "")
+                .help("write the build commands in `[build] script = \"…\"`"),
+        ),
         (Some(s), system) if system != BuildSystem::Script => diags.push(
-            Diagnostic::new("invalid-value", "`script` is only used with `system = \"script\"`")
-                .primary(s.span.unwrap_or(at), "ignored")
-                .help("set `system = \"script\"`, or drop the script and let the build system run"),
+            Diagnostic::new(
+                "invalid-value",
+                "`script` is only used with `system = \"script\"`",
+            )
+            .primary(s.span.unwrap_or(at), "ignored")
+            .help("set `system = \"script\"`, or drop the script and let the build system run"),
         ),
         _ => {}
     }
@@ -618,8 +800,15 @@ fn check_recipe(recipe: &Recipe, name: &str, at: Span, dir: &Path, diags: &mut V
 }
 
 /// Source paths and patches of an input's recipe must stay inside the input.
-fn check_inside(recipe: &Recipe, input_dir: &Path, recipe_dir: &Path, diags: &mut Vec<Diagnostic>) -> bool {
-    let Some(src) = &recipe.source else { return true };
+fn check_inside(
+    recipe: &Recipe,
+    input_dir: &Path,
+    recipe_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    let Some(src) = &recipe.source else {
+        return true;
+    };
     let mut ok = true;
     for p in src.path.iter().chain(&src.patches) {
         let full = normalize(&recipe_dir.join(&p.value));
@@ -627,7 +816,10 @@ fn check_inside(recipe: &Recipe, input_dir: &Path, recipe_dir: &Path, diags: &mu
             ok = false;
             diags.push(
                 Diagnostic::new("path", format!("`{}` points outside the input", p.value))
-                    .primary(p.span.unwrap_or(Span::file_start(crate::source::FileId(0))), "leaves the input's folder")
+                    .primary(
+                        p.span.unwrap_or(Span::file_start(crate::source::FileId(0))),
+                        "leaves the input's folder",
+                    )
                     .help("a recipe may only use files of its own input"),
             );
         }

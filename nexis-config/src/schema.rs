@@ -10,7 +10,8 @@ use crate::spec::{Recipe, SystemSpec};
 /// evaluator checks what is missing after merging. `imports`, `[defaults]` and `[force]`
 /// are added to what the types describe.
 pub fn config_schema() -> Value {
-    let mut schema = serde_json::to_value(schemars::schema_for!(SystemSpec)).expect("schemas serialise");
+    let mut schema =
+        serde_json::to_value(schemars::schema_for!(SystemSpec)).expect("schemas serialise");
     strip_required(&mut schema);
     if let Some(obj) = schema.as_object_mut() {
         obj.insert("title".into(), json!("NexisOS configuration module"));
@@ -36,7 +37,8 @@ pub fn config_schema() -> Value {
 
 /// The schema of a package recipe (`packages/NAME.toml`).
 pub fn recipe_schema() -> Value {
-    let mut schema = serde_json::to_value(schemars::schema_for!(Recipe)).expect("schemas serialise");
+    let mut schema =
+        serde_json::to_value(schemars::schema_for!(Recipe)).expect("schemas serialise");
     if let Some(obj) = schema.as_object_mut() {
         obj.insert("title".into(), json!("NexisOS package recipe"));
     }
@@ -62,12 +64,20 @@ mod tests {
     fn schemas_describe_the_keys() {
         let s = config_schema();
         let props = s["properties"].as_object().unwrap();
-        for key in ["imports", "inputs", "system", "boot", "packages", "users", "files", "services", "security", "defaults", "force"] {
+        for key in [
+            "imports", "inputs", "system", "boot", "packages", "users", "files", "services",
+            "security", "defaults", "force",
+        ] {
             assert!(props.contains_key(key), "{key} missing");
         }
         assert!(!s.to_string().contains("\"required\""));
         let r = recipe_schema();
         assert!(r["properties"]["build"].is_object());
-        assert!(r["required"].as_array().unwrap().contains(&json!("version")));
+        assert!(
+            r["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("version"))
+        );
     }
 }

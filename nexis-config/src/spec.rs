@@ -432,7 +432,8 @@ impl<'de> Deserialize<'de> for Mode {
                 s.parse().map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, i: i64) -> Result<Mode, E> {
-                let bits = u32::try_from(i).map_err(|_| E::custom(format!("{i} is not a file mode")))?;
+                let bits =
+                    u32::try_from(i).map_err(|_| E::custom(format!("{i} is not a file mode")))?;
                 Mode::check(bits).map_err(E::custom)
             }
         }
@@ -555,7 +556,10 @@ impl<'de> Deserialize<'de> for Restart {
                     "always" => Ok(Restart::Always),
                     "on-failure" => Ok(Restart::OnFailure),
                     "never" => Ok(Restart::Never),
-                    other => Err(E::unknown_variant(other, &["always", "on-failure", "never"])),
+                    other => Err(E::unknown_variant(
+                        other,
+                        &["always", "on-failure", "never"],
+                    )),
                 }
             }
         }
@@ -933,7 +937,10 @@ impl fmt::Display for Cidr {
     }
 }
 
-string_type!(Cidr, "An IP address with prefix length, e.g. 192.168.1.10/24");
+string_type!(
+    Cidr,
+    "An IP address with prefix length, e.g. 192.168.1.10/24"
+);
 
 /// An IP address (v4 or v6).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -1013,7 +1020,9 @@ pub struct VersionString(pub Version);
 impl FromStr for VersionString {
     type Err = String;
     fn from_str(s: &str) -> Result<VersionString, String> {
-        Version::parse(s).map(VersionString).map_err(|e| e.to_string())
+        Version::parse(s)
+            .map(VersionString)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -1060,9 +1069,13 @@ impl FromStr for Hash {
     type Err = String;
     fn from_str(s: &str) -> Result<Hash, String> {
         let bad = |why: &str| {
-            format!("`{s}` is not a hash: {why}; write `sha256-` or `blake3-` and 44 base64 characters")
+            format!(
+                "`{s}` is not a hash: {why}; write `sha256-` or `blake3-` and 44 base64 characters"
+            )
         };
-        let (alg, digest) = s.split_once('-').ok_or_else(|| bad("no algorithm prefix"))?;
+        let (alg, digest) = s
+            .split_once('-')
+            .ok_or_else(|| bad("no algorithm prefix"))?;
         if alg != "sha256" && alg != "blake3" {
             return Err(bad(&format!("unknown algorithm `{alg}`")));
         }

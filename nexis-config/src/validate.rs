@@ -29,7 +29,14 @@ const GENERATED_FILES: &[(&str, &str)] = &[
 
 /// Home directories whose contents are the user's own data (mutable, never declared).
 const PERSONAL_DIRS: &[&str] = &[
-    "Downloads", "Documents", "Desktop", "Music", "Pictures", "Videos", "Public", "Templates",
+    "Downloads",
+    "Documents",
+    "Desktop",
+    "Music",
+    "Pictures",
+    "Videos",
+    "Public",
+    "Templates",
 ];
 
 const KEY_TYPES: &[&str] = &[
@@ -43,7 +50,14 @@ const KEY_TYPES: &[&str] = &[
 ];
 
 const INPUT_SCHEMES: &[&str] = &[
-    "path:", "git+https://", "git+http://", "git+ssh://", "git+file://", "https://", "http://", "file://",
+    "path:",
+    "git+https://",
+    "git+http://",
+    "git+ssh://",
+    "git+file://",
+    "https://",
+    "http://",
+    "file://",
 ];
 
 struct V<'a> {
@@ -56,9 +70,19 @@ impl V<'_> {
         s.span.unwrap_or(self.fallback)
     }
 
-    fn err(&mut self, kind: &'static str, at: Span, message: String, label: &str, help: Option<String>) {
-        self.diags
-            .push(Diagnostic::new(kind, message).primary(at, label).help_opt(help));
+    fn err(
+        &mut self,
+        kind: &'static str,
+        at: Span,
+        message: String,
+        label: &str,
+        help: Option<String>,
+    ) {
+        self.diags.push(
+            Diagnostic::new(kind, message)
+                .primary(at, label)
+                .help_opt(help),
+        );
     }
 }
 
@@ -121,7 +145,11 @@ fn system(v: &mut V<'_>, spec: &SystemSpec) {
     let tz_ok = !tz.is_empty()
         && !tz.starts_with('/')
         && tz.split('/').all(|p| {
-            !p.is_empty() && p != ".." && p != "." && p.chars().all(|c| c.is_ascii_alphanumeric() || "_+-".contains(c))
+            !p.is_empty()
+                && p != ".."
+                && p != "."
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_+-".contains(c))
         });
     if !tz_ok {
         v.err(
@@ -141,7 +169,12 @@ fn system(v: &mut V<'_>, spec: &SystemSpec) {
             Some("write e.g. `en_US.UTF-8`, `de_DE.UTF-8` or `C.UTF-8`".into()),
         );
     }
-    if s.keymap.is_empty() || !s.keymap.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+    if s.keymap.is_empty()
+        || !s
+            .keymap
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
         v.err(
             "invalid-value",
             v.at(&s.keymap),
@@ -157,12 +190,18 @@ fn valid_locale(l: &str) -> bool {
         return true;
     }
     let (main, modifier) = l.split_once('@').map_or((l, None), |(a, b)| (a, Some(b)));
-    let (lang_region, codeset) = main.split_once('.').map_or((main, None), |(a, b)| (a, Some(b)));
-    let (lang, region) = lang_region.split_once('_').map_or((lang_region, None), |(a, b)| (a, Some(b)));
+    let (lang_region, codeset) = main
+        .split_once('.')
+        .map_or((main, None), |(a, b)| (a, Some(b)));
+    let (lang, region) = lang_region
+        .split_once('_')
+        .map_or((lang_region, None), |(a, b)| (a, Some(b)));
     (2..=3).contains(&lang.len())
         && lang.chars().all(|c| c.is_ascii_lowercase())
         && region.is_none_or(|r| r.len() == 2 && r.chars().all(|c| c.is_ascii_uppercase()))
-        && codeset.is_none_or(|c| !c.is_empty() && c.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        && codeset.is_none_or(|c| {
+            !c.is_empty() && c.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
         && modifier.is_none_or(|m| !m.is_empty() && m.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
@@ -172,7 +211,10 @@ fn boot(v: &mut V<'_>, spec: &SystemSpec) {
         v.err(
             "range",
             v.at(&b.keep_generations),
-            format!("keep-generations is {}, outside 1–1000", b.keep_generations.value),
+            format!(
+                "keep-generations is {}, outside 1–1000",
+                b.keep_generations.value
+            ),
             "out of range",
             Some("at least the current generation is kept".into()),
         );
@@ -193,13 +235,26 @@ fn boot(v: &mut V<'_>, spec: &SystemSpec) {
                 v.at(p),
                 format!("kernel parameter `{}` is empty or contains spaces", p.value),
                 "one parameter per string",
-                Some("write `[\"quiet\", \"console=ttyS0\"]`, not `[\"quiet console=ttyS0\"]`".into()),
+                Some(
+                    "write `[\"quiet\", \"console=ttyS0\"]`, not `[\"quiet console=ttyS0\"]`"
+                        .into(),
+                ),
             );
         }
     }
     for m in &b.initrd_modules {
-        if m.is_empty() || !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            v.err("invalid-value", v.at(m), format!("`{}` is not a kernel module name", m.value), "invalid module name", None);
+        if m.is_empty()
+            || !m
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            v.err(
+                "invalid-value",
+                v.at(m),
+                format!("`{}` is not a kernel module name", m.value),
+                "invalid module name",
+                None,
+            );
         }
     }
 }
@@ -208,16 +263,19 @@ fn valid_account_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 32
         && n.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 /// Check an absolute path: starts with `/`, no `.`/`..`/empty components, no trailing `/`.
 fn check_abs_path(v: &mut V<'_>, p: &Spanned<String>, what: &str) -> bool {
     let s = &p.value;
-    let ok = s.starts_with('/')
-        && (s == "/" || !s.ends_with('/'))
-        && s[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..")
-        || s == "/";
+    let ok = s == "/"
+        || (s.starts_with('/')
+            && !s.ends_with('/')
+            && s[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".."));
     if !ok {
         v.err(
             "path",
@@ -245,18 +303,42 @@ fn users_and_groups(v: &mut V<'_>, spec: &SystemSpec) {
         if let Some(uid) = &user.uid {
             let max = 65533;
             if uid.value == 0 && name.value != "root" {
-                v.err("range", v.at(uid), format!("user `{}` has uid 0", name.value), "only root has uid 0", Some("uid 0 is root whatever the name; pick another uid".into()));
+                v.err(
+                    "range",
+                    v.at(uid),
+                    format!("user `{}` has uid 0", name.value),
+                    "only root has uid 0",
+                    Some("uid 0 is root whatever the name; pick another uid".into()),
+                );
             } else if uid.value > max {
-                v.err("range", v.at(uid), format!("uid {} of user `{}` is above {max}", uid.value, name.value), "out of range", Some("65534 is `nobody` and larger ids are not portable".into()));
+                v.err(
+                    "range",
+                    v.at(uid),
+                    format!("uid {} of user `{}` is above {max}", uid.value, name.value),
+                    "out of range",
+                    Some("65534 is `nobody` and larger ids are not portable".into()),
+                );
             } else if user.system && uid.value >= 1000 {
-                v.err("range", v.at(uid), format!("system user `{}` has uid {}", name.value, uid.value), "system users have uids below 1000", None);
+                v.err(
+                    "range",
+                    v.at(uid),
+                    format!("system user `{}` has uid {}", name.value, uid.value),
+                    "system users have uids below 1000",
+                    None,
+                );
             }
             if let Some(other) = uids.insert(uid.value, name) {
                 v.diags.push(
-                    Diagnostic::new("duplicate", format!("users `{}` and `{}` share uid {}", other.value, name.value, uid.value))
-                        .primary(v.at(uid), "second use")
-                        .secondary(other.span.unwrap_or(v.fallback), "first user with it")
-                        .help("every user needs its own uid; leave `uid` out to have one allocated"),
+                    Diagnostic::new(
+                        "duplicate",
+                        format!(
+                            "users `{}` and `{}` share uid {}",
+                            other.value, name.value, uid.value
+                        ),
+                    )
+                    .primary(v.at(uid), "second use")
+                    .secondary(other.span.unwrap_or(v.fallback), "first user with it")
+                    .help("every user needs its own uid; leave `uid` out to have one allocated"),
                 );
             }
         }
@@ -269,14 +351,26 @@ fn users_and_groups(v: &mut V<'_>, spec: &SystemSpec) {
             check_abs_path(v, shell, "shell");
         }
         for g in &user.groups {
-            if !spec.groups.contains_key(g.value.as_str()) && !BUILTIN_GROUPS.contains(&g.value.as_str()) {
-                let candidates = spec.groups.keys().map(|k| k.value.as_str()).chain(BUILTIN_GROUPS.iter().copied());
+            if !spec.groups.contains_key(g.value.as_str())
+                && !BUILTIN_GROUPS.contains(&g.value.as_str())
+            {
+                let candidates = spec
+                    .groups
+                    .keys()
+                    .map(|k| k.value.as_str())
+                    .chain(BUILTIN_GROUPS.iter().copied());
                 v.err(
                     "reference",
                     v.at(g),
-                    format!("user `{}` is in group `{}`, which is not declared", name.value, g.value),
+                    format!(
+                        "user `{}` is in group `{}`, which is not declared",
+                        name.value, g.value
+                    ),
                     "unknown group",
-                    Some(did_you_mean(g, candidates).unwrap_or_else(|| format!("declare it with `[groups.{}]`", g.value))),
+                    Some(
+                        did_you_mean(g, candidates)
+                            .unwrap_or_else(|| format!("declare it with `[groups.{}]`", g.value)),
+                    ),
                 );
             }
         }
@@ -296,9 +390,17 @@ fn users_and_groups(v: &mut V<'_>, spec: &SystemSpec) {
             }
         }
         for key in &user.authorized_keys {
-            let ok = key.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| {
-                KEY_TYPES.contains(&w[0]) && !w[1].is_empty() && w[1].chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
-            });
+            let ok = key
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(2)
+                .any(|w| {
+                    KEY_TYPES.contains(&w[0])
+                        && !w[1].is_empty()
+                        && w[1]
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
+                });
             if !ok {
                 v.err(
                     "invalid-value",
@@ -310,25 +412,55 @@ fn users_and_groups(v: &mut V<'_>, spec: &SystemSpec) {
             }
         }
         for (path, file) in &user.files {
-            home_file(v, &name.value, path, file.text.as_ref(), file.source.as_ref());
+            home_file(
+                v,
+                &name.value,
+                path,
+                file.text.as_ref(),
+                file.source.as_ref(),
+            );
         }
     }
     let mut gids: BTreeMap<u32, &Spanned<String>> = BTreeMap::new();
     for (name, group) in &spec.groups {
         if !valid_account_name(name) {
-            v.err("invalid-value", v.at(name), format!("`{}` is not a valid group name", name.value), "invalid group name", Some("group names follow the rules of user names".into()));
+            v.err(
+                "invalid-value",
+                v.at(name),
+                format!("`{}` is not a valid group name", name.value),
+                "invalid group name",
+                Some("group names follow the rules of user names".into()),
+            );
         }
         if let Some(gid) = &group.gid {
             if gid.value == 0 && name.value != "root" {
-                v.err("range", v.at(gid), format!("group `{}` has gid 0", name.value), "only root has gid 0", None);
+                v.err(
+                    "range",
+                    v.at(gid),
+                    format!("group `{}` has gid 0", name.value),
+                    "only root has gid 0",
+                    None,
+                );
             } else if gid.value > 65533 {
-                v.err("range", v.at(gid), format!("gid {} of group `{}` is above 65533", gid.value, name.value), "out of range", None);
+                v.err(
+                    "range",
+                    v.at(gid),
+                    format!("gid {} of group `{}` is above 65533", gid.value, name.value),
+                    "out of range",
+                    None,
+                );
             }
             if let Some(other) = gids.insert(gid.value, name) {
                 v.diags.push(
-                    Diagnostic::new("duplicate", format!("groups `{}` and `{}` share gid {}", other.value, name.value, gid.value))
-                        .primary(v.at(gid), "second use")
-                        .secondary(other.span.unwrap_or(v.fallback), "first group with it"),
+                    Diagnostic::new(
+                        "duplicate",
+                        format!(
+                            "groups `{}` and `{}` share gid {}",
+                            other.value, name.value, gid.value
+                        ),
+                    )
+                    .primary(v.at(gid), "second use")
+                    .secondary(other.span.unwrap_or(v.fallback), "first group with it"),
                 );
             }
         }
@@ -337,7 +469,10 @@ fn users_and_groups(v: &mut V<'_>, spec: &SystemSpec) {
                 v.err(
                     "reference",
                     v.at(m),
-                    format!("group `{}` lists member `{}`, who is not a declared user", name.value, m.value),
+                    format!(
+                        "group `{}` lists member `{}`, who is not a declared user",
+                        name.value, m.value
+                    ),
                     "unknown user",
                     did_you_mean(m, spec.users.keys().map(|k| k.value.as_str())),
                 );
@@ -346,29 +481,70 @@ fn users_and_groups(v: &mut V<'_>, spec: &SystemSpec) {
     }
 }
 
-fn content(v: &mut V<'_>, at: Span, what: &str, text: Option<&Spanned<String>>, source: Option<&Spanned<String>>) {
+fn content(
+    v: &mut V<'_>,
+    at: Span,
+    what: &str,
+    text: Option<&Spanned<String>>,
+    source: Option<&Spanned<String>>,
+) {
     match (text, source) {
-        (Some(_), Some(s)) => v.err("invalid-value", v.at(s), format!("{what} has both `text` and `source`"), "second content", Some("keep one of them".into())),
-        (None, None) => v.err("missing-key", at, format!("{what} has neither `text` nor `source`"), "no content", Some("add `text = \"…\"` or `source = \"file\"`".into())),
+        (Some(_), Some(s)) => v.err(
+            "invalid-value",
+            v.at(s),
+            format!("{what} has both `text` and `source`"),
+            "second content",
+            Some("keep one of them".into()),
+        ),
+        (None, None) => v.err(
+            "missing-key",
+            at,
+            format!("{what} has neither `text` nor `source`"),
+            "no content",
+            Some("add `text = \"…\"` or `source = \"file\"`".into()),
+        ),
         (None, Some(s)) => {
             if s.starts_with('/') || s.split('/').any(|c| c == "..") {
-                v.err("path", v.at(s), format!("source `{}` of {what} leaves the configuration folder", s.value), "absolute or uses `..`", Some("copy the file next to the module and name it relatively".into()));
+                v.err(
+                    "path",
+                    v.at(s),
+                    format!(
+                        "source `{}` of {what} leaves the configuration folder",
+                        s.value
+                    ),
+                    "absolute or uses `..`",
+                    Some("copy the file next to the module and name it relatively".into()),
+                );
             }
         }
         (Some(_), None) => {}
     }
 }
 
-fn home_file(v: &mut V<'_>, user: &str, path: &Spanned<String>, text: Option<&Spanned<String>>, source: Option<&Spanned<String>>) {
+fn home_file(
+    v: &mut V<'_>,
+    user: &str,
+    path: &Spanned<String>,
+    text: Option<&Spanned<String>>,
+    source: Option<&Spanned<String>>,
+) {
     let at = v.at(path);
     let p = &path.value;
-    if p.is_empty() || p.starts_with('/') || p.starts_with('~') || p.ends_with('/') || p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if p.is_empty()
+        || p.starts_with('/')
+        || p.starts_with('~')
+        || p.ends_with('/')
+        || p.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+    {
         v.err(
             "path",
             at,
             format!("home file `{p}` of `{user}` is not a plain relative path"),
             "must be relative to the home directory",
-            Some("write e.g. `.config/git/config`, without `~`, `/` at the start, `.` or `..`".into()),
+            Some(
+                "write e.g. `.config/git/config`, without `~`, `/` at the start, `.` or `..`"
+                    .into(),
+            ),
         );
         return;
     }
@@ -390,25 +566,73 @@ fn files(v: &mut V<'_>, spec: &SystemSpec) {
         let at = v.at(path);
         if check_abs_path(v, path, "file") {
             if let Some(why) = policy(&path.value) {
-                v.err("policy", at, format!("`{}` cannot be declared in [files]", path.value), "outside the declarable areas", Some(why));
+                v.err(
+                    "policy",
+                    at,
+                    format!("`{}` cannot be declared in [files]", path.value),
+                    "outside the declarable areas",
+                    Some(why),
+                );
             } else if let Some((_, from)) = GENERATED_FILES.iter().find(|(f, _)| *f == path.value) {
-                v.err("policy", at, format!("`{}` is generated from {from}", path.value), "generated file", Some(format!("set {from} instead")));
+                v.err(
+                    "policy",
+                    at,
+                    format!("`{}` is generated from {from}", path.value),
+                    "generated file",
+                    Some(format!("set {from} instead")),
+                );
             } else if path.starts_with("/etc/dinit.d/") {
-                v.err("policy", at, format!("`{}` is a service file", path.value), "generated from [services]", Some("declare the service under `[services.NAME]`".into()));
+                v.err(
+                    "policy",
+                    at,
+                    format!("`{}` is a service file", path.value),
+                    "generated from [services]",
+                    Some("declare the service under `[services.NAME]`".into()),
+                );
             }
         }
-        content(v, at, &format!("file `{}`", path.value), file.text.as_ref(), file.source.as_ref());
+        content(
+            v,
+            at,
+            &format!("file `{}`", path.value),
+            file.text.as_ref(),
+            file.source.as_ref(),
+        );
         if let Some(owner) = &file.owner
             && !spec.users.contains_key(owner.value.as_str())
             && owner.value != "root"
         {
-            v.err("reference", v.at(owner), format!("owner `{}` of `{}` is not a declared user", owner.value, path.value), "unknown user", did_you_mean(owner, spec.users.keys().map(|k| k.value.as_str())));
+            v.err(
+                "reference",
+                v.at(owner),
+                format!(
+                    "owner `{}` of `{}` is not a declared user",
+                    owner.value, path.value
+                ),
+                "unknown user",
+                did_you_mean(owner, spec.users.keys().map(|k| k.value.as_str())),
+            );
         }
         if let Some(group) = &file.group
             && !spec.groups.contains_key(group.value.as_str())
             && !BUILTIN_GROUPS.contains(&group.value.as_str())
         {
-            v.err("reference", v.at(group), format!("group `{}` of `{}` is not declared", group.value, path.value), "unknown group", did_you_mean(group, spec.groups.keys().map(|k| k.value.as_str()).chain(BUILTIN_GROUPS.iter().copied())));
+            v.err(
+                "reference",
+                v.at(group),
+                format!(
+                    "group `{}` of `{}` is not declared",
+                    group.value, path.value
+                ),
+                "unknown group",
+                did_you_mean(
+                    group,
+                    spec.groups
+                        .keys()
+                        .map(|k| k.value.as_str())
+                        .chain(BUILTIN_GROUPS.iter().copied()),
+                ),
+            );
         }
     }
 }
@@ -421,9 +645,17 @@ fn policy(path: &str) -> Option<String> {
     }
     Some(if under("/home") || under("/root") {
         "home files are declared per user, under `[users.NAME.files]`".into()
-    } else if under("/var/log") || under("/run") || under("/tmp") || under("/var/tmp") || under("/var/cache") {
+    } else if under("/var/log")
+        || under("/run")
+        || under("/tmp")
+        || under("/var/tmp")
+        || under("/var/cache")
+    {
         "this area holds runtime state, which is mutable and never declared".into()
-    } else if ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/opt"].iter().any(|d| under(d)) {
+    } else if ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/opt"]
+        .iter()
+        .any(|d| under(d))
+    {
         "this area is provided by packages; install a package that ships the file".into()
     } else if under("/nexis") {
         "the store is written by nexis itself".into()
@@ -438,7 +670,11 @@ fn security_services(spec: &SystemSpec) -> Vec<(&'static str, &'static str, bool
     vec![
         ("firewalld", "security.firewall.enable", s.firewall.enable),
         ("clamd", "security.clamav.enable", s.clamav.enable),
-        ("freshclam", "security.clamav.freshclam", s.clamav.enable && s.clamav.freshclam),
+        (
+            "freshclam",
+            "security.clamav.freshclam",
+            s.clamav.enable && s.clamav.freshclam,
+        ),
         ("maldet", "security.maldet.enable", s.maldet.enable),
         ("falco", "security.falco.enable", s.falco.enable),
         ("suricata", "security.suricata.enable", s.suricata.enable),
@@ -449,14 +685,39 @@ fn services(v: &mut V<'_>, spec: &SystemSpec) {
     let generated = security_services(spec);
     for (name, svc) in &spec.services {
         let at = v.at(name);
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.@-".contains(c)) {
-            v.err("invalid-value", at, format!("`{}` is not a valid service name", name.value), "invalid service name", Some("use letters, digits and `_.@-`".into()));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.@-".contains(c))
+        {
+            v.err(
+                "invalid-value",
+                at,
+                format!("`{}` is not a valid service name", name.value),
+                "invalid service name",
+                Some("use letters, digits and `_.@-`".into()),
+            );
         }
         if BUILTIN_SERVICES.contains(&name.value.as_str()) {
-            v.err("conflict", at, format!("service `{}` is built in", name.value), "reserved name", Some("pick another name, or depend on the built-in one".into()));
+            v.err(
+                "conflict",
+                at,
+                format!("service `{}` is built in", name.value),
+                "reserved name",
+                Some("pick another name, or depend on the built-in one".into()),
+            );
         }
         if let Some((_, option, _)) = generated.iter().find(|(n, _, _)| *n == name.value) {
-            v.err("conflict", at, format!("service `{}` is generated by {option}", name.value), "reserved name", Some(format!("configure it through `{}` instead", option.trim_end_matches(".enable"))));
+            v.err(
+                "conflict",
+                at,
+                format!("service `{}` is generated by {option}", name.value),
+                "reserved name",
+                Some(format!(
+                    "configure it through `{}` instead",
+                    option.trim_end_matches(".enable")
+                )),
+            );
         }
         service_fields(v, spec, &name.value, at, svc);
     }
@@ -466,18 +727,48 @@ fn services(v: &mut V<'_>, spec: &SystemSpec) {
 fn service_fields(v: &mut V<'_>, spec: &SystemSpec, name: &str, at: Span, svc: &Service) {
     let needs_command = !matches!(svc.kind, ServiceType::Internal | ServiceType::Triggered);
     match (&svc.command, needs_command) {
-        (None, true) => v.err("missing-key", at, format!("service `{name}` has no `command`"), "missing `command`", Some("add `command = \"…\"`, or `type = \"internal\"` for a milestone".into())),
-        (Some(c), false) => v.err("invalid-value", v.at(c), format!("service `{name}` is internal but has a `command`"), "never run", Some("remove `command` or choose another `type`".into())),
-        (Some(c), true) if c.trim().is_empty() => v.err("invalid-value", v.at(c), format!("service `{name}` has an empty `command`"), "empty", None),
+        (None, true) => v.err(
+            "missing-key",
+            at,
+            format!("service `{name}` has no `command`"),
+            "missing `command`",
+            Some("add `command = \"…\"`, or `type = \"internal\"` for a milestone".into()),
+        ),
+        (Some(c), false) => v.err(
+            "invalid-value",
+            v.at(c),
+            format!("service `{name}` is internal but has a `command`"),
+            "never run",
+            Some("remove `command` or choose another `type`".into()),
+        ),
+        (Some(c), true) if c.trim().is_empty() => v.err(
+            "invalid-value",
+            v.at(c),
+            format!("service `{name}` has an empty `command`"),
+            "empty",
+            None,
+        ),
         _ => {}
     }
     if svc.kind == ServiceType::Bgprocess && svc.pid_file.is_none() {
-        v.err("missing-key", at, format!("bgprocess service `{name}` has no `pid-file`"), "missing `pid-file`", Some("Dinit finds the forked process through its PID file".into()));
+        v.err(
+            "missing-key",
+            at,
+            format!("bgprocess service `{name}` has no `pid-file`"),
+            "missing `pid-file`",
+            Some("Dinit finds the forked process through its PID file".into()),
+        );
     }
     if let Some(s) = &svc.stop_command
         && svc.kind != ServiceType::Scripted
     {
-        v.err("invalid-value", v.at(s), format!("`stop-command` of `{name}` applies to scripted services only"), "ignored for this type", Some("set `type = \"scripted\"` or drop `stop-command`".into()));
+        v.err(
+            "invalid-value",
+            v.at(s),
+            format!("`stop-command` of `{name}` applies to scripted services only"),
+            "ignored for this type",
+            Some("set `type = \"scripted\"` or drop `stop-command`".into()),
+        );
     }
     for p in [&svc.pid_file, &svc.working_dir].into_iter().flatten() {
         check_abs_path(v, p, "path");
@@ -486,34 +777,77 @@ fn service_fields(v: &mut V<'_>, spec: &SystemSpec, name: &str, at: Span, svc: &
         && check_abs_path(v, log, "logfile")
         && !log.starts_with("/var/log/")
     {
-        v.err("policy", v.at(log), format!("logfile `{}` of `{name}` is outside /var/log", log.value), "logs belong in /var/log", Some("only /var/log, /run and /tmp are writable at run time".into()));
+        v.err(
+            "policy",
+            v.at(log),
+            format!("logfile `{}` of `{name}` is outside /var/log", log.value),
+            "logs belong in /var/log",
+            Some("only /var/log, /run and /tmp are writable at run time".into()),
+        );
     }
     if let Some(user) = &svc.user
         && !spec.users.contains_key(user.value.as_str())
         && user.value != "root"
     {
-        v.err("reference", v.at(user), format!("service `{name}` runs as `{}`, who is not a declared user", user.value), "unknown user", did_you_mean(user, spec.users.keys().map(|k| k.value.as_str())));
+        v.err(
+            "reference",
+            v.at(user),
+            format!(
+                "service `{name}` runs as `{}`, who is not a declared user",
+                user.value
+            ),
+            "unknown user",
+            did_you_mean(user, spec.users.keys().map(|k| k.value.as_str())),
+        );
     }
     if let Some(group) = &svc.group
         && !spec.groups.contains_key(group.value.as_str())
         && !BUILTIN_GROUPS.contains(&group.value.as_str())
     {
-        v.err("reference", v.at(group), format!("service `{name}` runs with group `{}`, which is not declared", group.value), "unknown group", None);
+        v.err(
+            "reference",
+            v.at(group),
+            format!(
+                "service `{name}` runs with group `{}`, which is not declared",
+                group.value
+            ),
+            "unknown group",
+            None,
+        );
     }
     for key in svc.environment.keys() {
-        if !(key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
-            v.err("invalid-value", v.at(key), format!("`{}` is not an environment variable name", key.value), "invalid name", Some("use letters, digits and `_`, not starting with a digit".into()));
+        if !(key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            v.err(
+                "invalid-value",
+                v.at(key),
+                format!("`{}` is not an environment variable name", key.value),
+                "invalid name",
+                Some("use letters, digits and `_`, not starting with a digit".into()),
+            );
         }
     }
     let generated = security_services(spec);
-    for dep in svc.depends_on.iter().chain(&svc.depends_ms).chain(&svc.waits_for) {
+    for dep in svc
+        .depends_on
+        .iter()
+        .chain(&svc.depends_ms)
+        .chain(&svc.waits_for)
+    {
         let d = dep.value.as_str();
         if spec.services.contains_key(d) || BUILTIN_SERVICES.contains(&d) {
             continue;
         }
         if let Some((_, option, enabled)) = generated.iter().find(|(n, _, _)| *n == d) {
             if !enabled {
-                v.err("reference", v.at(dep), format!("service `{name}` depends on `{d}`, which is not enabled"), "not enabled", Some(format!("set `{option} = true`")));
+                v.err(
+                    "reference",
+                    v.at(dep),
+                    format!("service `{name}` depends on `{d}`, which is not enabled"),
+                    "not enabled",
+                    Some(format!("set `{option} = true`")),
+                );
             }
             continue;
         }
@@ -529,19 +863,35 @@ fn service_fields(v: &mut V<'_>, spec: &SystemSpec, name: &str, at: Span, svc: &
             v.at(dep),
             format!("service `{name}` depends on unknown service `{d}`"),
             "unknown service",
-            Some(did_you_mean(d, candidates).unwrap_or_else(|| format!("declare it with `[services.{d}]`"))),
+            Some(
+                did_you_mean(d, candidates)
+                    .unwrap_or_else(|| format!("declare it with `[services.{d}]`")),
+            ),
         );
     }
 }
 
 /// Report each cycle in the service dependency graph once, with its chain.
 fn dependency_cycles(v: &mut V<'_>, spec: &SystemSpec) {
-    let index: BTreeMap<&str, usize> =
-        spec.services.keys().enumerate().map(|(i, n)| (n.value.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = spec
+        .services
+        .keys()
+        .enumerate()
+        .map(|(i, n)| (n.value.as_str(), i))
+        .collect();
     let mut graph = petgraph::graph::DiGraph::<&str, Span>::new();
-    let nodes: Vec<_> = spec.services.keys().map(|n| graph.add_node(n.value.as_str())).collect();
+    let nodes: Vec<_> = spec
+        .services
+        .keys()
+        .map(|n| graph.add_node(n.value.as_str()))
+        .collect();
     for (i, svc) in spec.services.values().enumerate() {
-        for dep in svc.depends_on.iter().chain(&svc.depends_ms).chain(&svc.waits_for) {
+        for dep in svc
+            .depends_on
+            .iter()
+            .chain(&svc.depends_ms)
+            .chain(&svc.waits_for)
+        {
             if let Some(&j) = index.get(dep.value.as_str()) {
                 graph.add_edge(nodes[i], nodes[j], v.at(dep));
             }
@@ -549,18 +899,35 @@ fn dependency_cycles(v: &mut V<'_>, spec: &SystemSpec) {
     }
     for cycle in crate::cycles::find(&graph, |n| (*n).to_owned()) {
         v.diags.push(
-            Diagnostic::new("cycle", format!("services depend on each other in a cycle: {}", cycle.chain.join(" -> ")))
-                .primary(cycle.closing, "this dependency closes the cycle")
-                .help("Dinit could start none of them; remove one of these dependencies"),
+            Diagnostic::new(
+                "cycle",
+                format!(
+                    "services depend on each other in a cycle: {}",
+                    cycle.chain.join(" -> ")
+                ),
+            )
+            .primary(cycle.closing, "this dependency closes the cycle")
+            .help("Dinit could start none of them; remove one of these dependencies"),
         );
     }
 }
 
 fn security(v: &mut V<'_>, spec: &SystemSpec) {
     let s = &spec.security;
-    for port in s.firewall.allowed_tcp_ports.iter().chain(&s.firewall.allowed_udp_ports) {
+    for port in s
+        .firewall
+        .allowed_tcp_ports
+        .iter()
+        .chain(&s.firewall.allowed_udp_ports)
+    {
         if port.value == 0 {
-            v.err("range", v.at(port), "port 0 cannot be opened".into(), "ports are 1–65535", None);
+            v.err(
+                "range",
+                v.at(port),
+                "port 0 cannot be opened".into(),
+                "ports are 1–65535",
+                None,
+            );
         }
     }
     for iface in &s.firewall.trusted_interfaces {
@@ -568,16 +935,37 @@ fn security(v: &mut V<'_>, spec: &SystemSpec) {
     }
     let c = &s.clamav;
     if !(1..=50).contains(&c.checks_per_day.value) {
-        v.err("range", v.at(&c.checks_per_day), format!("checks-per-day is {}, outside 1–50", c.checks_per_day.value), "out of range", Some("freshclam checks at most 50 times a day".into()));
+        v.err(
+            "range",
+            v.at(&c.checks_per_day),
+            format!("checks-per-day is {}, outside 1–50", c.checks_per_day.value),
+            "out of range",
+            Some("freshclam checks at most 50 times a day".into()),
+        );
     }
     if !(1..=4095).contains(&c.max_file_size_mb.value) {
-        v.err("range", v.at(&c.max_file_size_mb), format!("max-file-size-mb is {}, outside 1–4095", c.max_file_size_mb.value), "out of range", None);
+        v.err(
+            "range",
+            v.at(&c.max_file_size_mb),
+            format!(
+                "max-file-size-mb is {}, outside 1–4095",
+                c.max_file_size_mb.value
+            ),
+            "out of range",
+            None,
+        );
     }
     for p in c.on_access_paths.iter().chain(&c.exclude_paths) {
         check_abs_path(v, p, "path");
     }
     if c.enable && c.on_access && c.on_access_paths.is_empty() {
-        v.diags.push(Diagnostic::new("missing-key", "on-access scanning is on but `on-access-paths` is empty").help("list the directories to watch, e.g. `on-access-paths = [\"/home\"]`"));
+        v.diags.push(
+            Diagnostic::new(
+                "missing-key",
+                "on-access scanning is on but `on-access-paths` is empty",
+            )
+            .help("list the directories to watch, e.g. `on-access-paths = [\"/home\"]`"),
+        );
     }
     let m = &s.maldet;
     for p in &m.monitor_paths {
@@ -587,12 +975,28 @@ fn security(v: &mut V<'_>, spec: &SystemSpec) {
         v.diags.push(Diagnostic::new("missing-key", "maldet is enabled but `monitor-paths` is empty").help("list the directories maldet watches, e.g. `monitor-paths = [\"/home\", \"/var/www\"]`"));
     }
     if m.enable && m.scan_engine == ScanEngine::Clamav && !c.enable {
-        v.diags.push(Diagnostic::new("reference", "maldet uses the ClamAV engine but ClamAV is not enabled").help("set `security.clamav.enable = true` or `security.maldet.scan-engine = \"native\"`"));
+        v.diags.push(
+            Diagnostic::new(
+                "reference",
+                "maldet uses the ClamAV engine but ClamAV is not enabled",
+            )
+            .help(
+                "set `security.clamav.enable = true` or `security.maldet.scan-engine = \"native\"`",
+            ),
+        );
     }
     if let Some(mail) = &m.email_alert {
-        let ok = mail.split_once('@').is_some_and(|(a, b)| !a.is_empty() && b.contains('.') && !mail.contains(char::is_whitespace));
+        let ok = mail.split_once('@').is_some_and(|(a, b)| {
+            !a.is_empty() && b.contains('.') && !mail.contains(char::is_whitespace)
+        });
         if !ok {
-            v.err("invalid-value", v.at(mail), format!("`{}` is not a mail address", mail.value), "invalid address", None);
+            v.err(
+                "invalid-value",
+                v.at(mail),
+                format!("`{}` is not a mail address", mail.value),
+                "invalid address",
+                None,
+            );
         }
     }
     for f in s.falco.rules_files.iter().chain(&s.suricata.rules_files) {
@@ -602,7 +1006,13 @@ fn security(v: &mut V<'_>, spec: &SystemSpec) {
     }
     let su = &s.suricata;
     if su.enable && su.interfaces.is_empty() {
-        v.diags.push(Diagnostic::new("missing-key", "suricata is enabled but `interfaces` is empty").help("list the interfaces to watch, e.g. `interfaces = [\"eth0\"]`"));
+        v.diags.push(
+            Diagnostic::new(
+                "missing-key",
+                "suricata is enabled but `interfaces` is empty",
+            )
+            .help("list the interfaces to watch, e.g. `interfaces = [\"eth0\"]`"),
+        );
     }
     for iface in &su.interfaces {
         known_interface(v, spec, iface, "security.suricata.interfaces");
@@ -618,7 +1028,10 @@ fn known_interface(v: &mut V<'_>, spec: &SystemSpec, iface: &Spanned<String>, ke
     v.err(
         "reference",
         v.at(iface),
-        format!("{key} names interface `{}`, which [network.interfaces] does not declare", iface.value),
+        format!(
+            "{key} names interface `{}`, which [network.interfaces] does not declare",
+            iface.value
+        ),
         "unknown interface",
         did_you_mean(iface, declared.keys().map(|k| k.value.as_str())),
     );
@@ -626,16 +1039,44 @@ fn known_interface(v: &mut V<'_>, spec: &SystemSpec, iface: &Spanned<String>, ke
 
 fn network(v: &mut V<'_>, spec: &SystemSpec) {
     for (name, iface) in &spec.network.interfaces {
-        if name.is_empty() || name.len() > 15 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
-            v.err("invalid-value", v.at(name), format!("`{}` is not an interface name", name.value), "invalid name", Some("Linux interface names have at most 15 letters, digits, `_`, `.` or `-`".into()));
+        if name.is_empty()
+            || name.len() > 15
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            v.err(
+                "invalid-value",
+                v.at(name),
+                format!("`{}` is not an interface name", name.value),
+                "invalid name",
+                Some(
+                    "Linux interface names have at most 15 letters, digits, `_`, `.` or `-`".into(),
+                ),
+            );
         }
         if !iface.dhcp && iface.addresses.is_empty() {
-            v.err("missing-key", v.at(name), format!("interface `{}` has neither `dhcp = true` nor `addresses`", name.value), "unconfigured", None);
+            v.err(
+                "missing-key",
+                v.at(name),
+                format!(
+                    "interface `{}` has neither `dhcp = true` nor `addresses`",
+                    name.value
+                ),
+                "unconfigured",
+                None,
+            );
         }
     }
     for addr in spec.network.hosts.keys() {
         if addr.parse::<std::net::IpAddr>().is_err() {
-            v.err("invalid-value", v.at(addr), format!("`{}` in [network.hosts] is not an IP address", addr.value), "not an address", None);
+            v.err(
+                "invalid-value",
+                v.at(addr),
+                format!("`{}` in [network.hosts] is not an IP address", addr.value),
+                "not an address",
+                None,
+            );
         }
     }
 }

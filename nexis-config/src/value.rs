@@ -69,9 +69,10 @@ impl Node {
             }
             (Kind::Table(a), Kind::Table(b)) => {
                 a.entries.len() == b.entries.len()
-                    && a.entries.iter().zip(&b.entries).all(|((ka, ea), (kb, eb))| {
-                        ka == kb && ea.node.same_value(&eb.node)
-                    })
+                    && a.entries
+                        .iter()
+                        .zip(&b.entries)
+                        .all(|((ka, ea), (kb, eb))| ka == kb && ea.node.same_value(&eb.node))
             }
             _ => false,
         }
@@ -104,7 +105,9 @@ impl Node {
 /// Parse one TOML file into a [`Node`] table.
 pub(crate) fn parse(file: FileId, text: &str) -> Result<Node, Diagnostic> {
     let doc = toml_edit::Document::parse(text).map_err(|e| {
-        let span = e.span().map_or(Span::file_start(file), |r| Span::new(file, r));
+        let span = e
+            .span()
+            .map_or(Span::file_start(file), |r| Span::new(file, r));
         let message = e.message().trim_end().to_owned();
         Diagnostic::new("syntax", "invalid TOML")
             .primary(span, message)
@@ -197,7 +200,10 @@ mod tests {
             panic!()
         };
         let host = &system.entries["hostname"];
-        assert_eq!(&text[host.key_span.start as usize..host.key_span.end as usize], "hostname");
+        assert_eq!(
+            &text[host.key_span.start as usize..host.key_span.end as usize],
+            "hostname"
+        );
         assert_eq!(
             &text[host.node.span.start as usize..host.node.span.end as usize],
             "\"box\""

@@ -25,7 +25,9 @@ pub enum VersionError {
     #[error("`{0}` is not a version: only letters, digits and `.+_~-` may appear")]
     BadChar(String),
     /// A requirement part that is not `OP VERSION`.
-    #[error("`{0}` is not a version requirement; write e.g. `>=1.2, <2`, `^3.1`, `~1.4` or `=2.12.1`")]
+    #[error(
+        "`{0}` is not a version requirement; write e.g. `>=1.2, <2`, `^3.1`, `~1.4` or `=2.12.1`"
+    )]
     BadRequirement(String),
 }
 
@@ -97,17 +99,23 @@ enum Part<'a> {
     Alpha(&'a str),
 }
 
+impl Part<'_> {
+    /// Kinds order `~` < letters < numbers: `1.0~rc < 1.0a < 1.0.1`.
+    fn rank(self) -> u8 {
+        match self {
+            Part::Tilde => 0,
+            Part::Alpha(_) => 1,
+            Part::Num(_) => 2,
+        }
+    }
+}
+
 impl Ord for Part<'_> {
     fn cmp(&self, other: &Self) -> Ordering {
         match (self, other) {
             (Part::Num(a), Part::Num(b)) => a.len().cmp(&b.len()).then_with(|| a.cmp(b)),
             (Part::Alpha(a), Part::Alpha(b)) => a.cmp(b),
-            // A number is newer than a letter run: 1.0 > 1.0rc1's "rc" part.
-            (Part::Num(_), Part::Alpha(_)) => Ordering::Greater,
-            (Part::Alpha(_), Part::Num(_)) => Ordering::Less,
-            (Part::Tilde, Part::Tilde) => Ordering::Equal,
-            (Part::Tilde, _) => Ordering::Less,
-            (_, Part::Tilde) => Ordering::Greater,
+            _ => self.rank().cmp(&other.rank()),
         }
     }
 }
@@ -125,8 +133,20 @@ impl Ord for Version {
             let ord = match (a.next(), b.next()) {
                 (None, None) => return self.0.cmp(&other.0),
                 // The version that ends first is older, unless the other goes on with `~`.
-                (None, Some(p)) => return if p == Part::Tilde { Ordering::Greater } else { Ordering::Less },
-                (Some(p), None) => return if p == Part::Tilde { Ordering::Less } else { Ordering::Greater },
+                (None, Some(p)) => {
+                    return if p == Part::Tilde {
+                        Ordering::Greater
+                    } else {
+                        Ordering::Less
+                    };
+                }
+                (Some(p), None) => {
+                    return if p == Part::Tilde {
+                        Ordering::Less
+                    } else {
+                        Ordering::Greater
+                    };
+                }
                 (Some(x), Some(y)) => x.cmp(&y),
             };
             if ord != Ordering::Equal {

@@ -25,7 +25,7 @@ fn bundle(text: &str) -> (MemoryLoader, Vec<String>) {
     for line in text.lines() {
         if let Some(p) = line.strip_prefix("#- file:") {
             loader.insert(path.clone(), std::mem::take(&mut body));
-            path = p.trim().to_owned();
+            p.trim().clone_into(&mut path);
         } else {
             if let Some(keys) = line.strip_prefix("#! show:") {
                 show.extend(keys.split(',').map(|k| k.trim().to_owned()));
@@ -100,13 +100,20 @@ fn cases() {
             failed.push(case.file_stem().unwrap().to_string_lossy().into_owned());
         }
     }
-    assert!(failed.is_empty(), "{} of {} cases differ: {failed:?} (NEXIS_BLESS=1 rewrites them)", failed.len(), names.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases differ: {failed:?} (NEXIS_BLESS=1 rewrites them)",
+        failed.len(),
+        names.len()
+    );
 }
 
 #[test]
 fn fuzzed_inputs_do_not_panic() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzzed");
-    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
     for entry in entries {
         let path = entry.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();

@@ -11,18 +11,31 @@ impl Loader for Fs {
     fn read(&self, path: &Path) -> Result<String, LoadError> {
         std::fs::read_to_string(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LoadError::NotFound { path: path.into() },
-            _ => LoadError::Io { path: path.into(), source: e },
+            _ => LoadError::Io {
+                path: path.into(),
+                source: e,
+            },
         })
     }
     fn read_dir(&self, path: &Path) -> Result<Vec<DirEntry>, LoadError> {
-        let rd = std::fs::read_dir(path).map_err(|e| LoadError::Io { path: path.into(), source: e })?;
+        let rd = std::fs::read_dir(path).map_err(|e| LoadError::Io {
+            path: path.into(),
+            source: e,
+        })?;
         Ok(rd
             .filter_map(Result::ok)
-            .map(|e| DirEntry { is_dir: e.path().is_dir(), path: e.path() })
+            .map(|e| DirEntry {
+                is_dir: e.path().is_dir(),
+                path: e.path(),
+            })
             .collect())
     }
     fn input_dir(&self, name: &str, url: &str, base: &Path) -> Result<PathBuf, LoadError> {
-        path_input(url, base).ok_or_else(|| LoadError::Input { name: name.into(), url: url.into(), reason: "path: only".into() })
+        path_input(url, base).ok_or_else(|| LoadError::Input {
+            name: name.into(),
+            url: url.into(),
+            reason: "path: only".into(),
+        })
     }
 }
 
