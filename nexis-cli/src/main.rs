@@ -20,7 +20,12 @@ use crate::output::{ColorChoice, Output};
 
 /// Declarative, atomic package and system manager for NexisOS.
 #[derive(Debug, Parser)]
-#[command(name = "nexis", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "nexis",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub(crate) struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -53,7 +58,7 @@ pub(crate) struct GlobalArgs {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
 
-    /// When to color messages on stderr (NO_COLOR is honoured for `auto`)
+    /// When to color messages on stderr (`NO_COLOR` is honoured for `auto`)
     #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
 }
@@ -105,8 +110,8 @@ mod tests {
 
     #[test]
     fn global_options_go_anywhere() {
-        let cli = Cli::try_parse_from(["nexis", "eval", "--json", "-vv", "--config", "x.toml"])
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(["nexis", "eval", "--json", "-vv", "--config", "x.toml"]).unwrap();
         assert!(cli.global.json);
         assert_eq!(cli.global.verbose, 2);
         assert_eq!(cli.global.config, Some(PathBuf::from("x.toml")));

@@ -182,7 +182,7 @@ impl de::Error for Error {
     fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Error {
         Error {
             kind: "type",
-            message: format!("expected {exp}, found {}", unexpected(&unexp)),
+            message: format!("expected {}, found {}", expected(exp), unexpected(&unexp)),
             help: None,
             span: None,
         }
@@ -191,7 +191,7 @@ impl de::Error for Error {
     fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Error {
         Error {
             kind: "invalid-value",
-            message: format!("expected {exp}, found {}", unexpected(&unexp)),
+            message: format!("expected {}, found {}", expected(exp), unexpected(&unexp)),
             help: None,
             span: None,
         }
@@ -217,6 +217,21 @@ impl de::Error for Error {
             help: None,
             span: None,
         }
+    }
+}
+
+/// What serde expected, in TOML's words (`an array`, not `a sequence`; ranges, not `u16`).
+fn expected(exp: &dyn de::Expected) -> String {
+    let text = exp.to_string();
+    match text.as_str() {
+        "a sequence" => "an array".to_owned(),
+        "a map" => "a table".to_owned(),
+        "u8" => format!("an integer from 0 to {}", u8::MAX),
+        "u16" => format!("an integer from 0 to {}", u16::MAX),
+        "u32" => format!("an integer from 0 to {}", u32::MAX),
+        "u64" | "usize" => "a non-negative integer".to_owned(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "an integer".to_owned(),
+        _ => text,
     }
 }
 
@@ -314,11 +329,13 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
     ) -> Result<V::Value, Error> {
         let span = self.node.span;
         if name == SPANNED {
-            return visitor.visit_map(SpannedAccess {
-                span,
-                step: 0,
-                value: Some(self),
-            });
+            return visitor
+                .visit_map(SpannedAccess {
+                    span,
+                    step: 0,
+                    value: Some(self),
+                })
+                .map_err(|e| e.at(span));
         }
         let Kind::Table(t) = &self.node.kind else {
             return Err(Error {
@@ -385,13 +402,16 @@ impl<'de, 'a, I: Iterator<Item = &'a Node>> SeqAccess<'de> for Seq<'a, I> {
     ) -> Result<Option<T::Value>, Error> {
         match self.items.next() {
             None => Ok(None),
+            // Errors found after the value was read (a string that does not parse as a
+            // package reference, say) point at this element, not at the whole array.
             Some(node) => seed
                 .deserialize(NodeDe {
                     node,
                     path: self.path,
                     sink: self.sink,
                 })
-                .map(Some),
+                .map(Some)
+                .map_err(|e| e.at(node.span)),
         }
     }
 }
@@ -436,6 +456,7 @@ impl<'de> MapAccess<'de> for Map<'_> {
             path: &path,
             sink: self.sink,
         })
+        .map_err(|e| e.at(node.span))
     }
 }
 

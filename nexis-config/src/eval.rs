@@ -56,6 +56,13 @@ pub fn evaluate(loader: &dyn Loader, root: &Path) -> Result<Evaluation, EvalErro
     let root = normalize(root);
     let mut modules = Vec::new();
     load_module(&mut cx, &root, None, &mut Vec::new(), &mut modules);
+    if cx.sources.iter().next().is_none() {
+        // The root module itself could not be read: nothing else can be said.
+        return Err(EvalError {
+            diagnostics: cx.diags,
+            sources: cx.sources,
+        });
+    }
     modules.sort_by(|a, b| a.path.cmp(&b.path));
     let module_paths: Vec<PathBuf> = modules.iter().map(|m| m.path.clone()).collect();
 

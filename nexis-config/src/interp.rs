@@ -72,7 +72,9 @@ fn walk(
 ) {
     match &mut node.kind {
         Kind::Str(s) if s.contains('$') => {
-            match interpolate(s, node.span, vars, scope, pkgs, &mut Vec::new()) {
+            // The key being written is the first link of any cycle through it.
+            let mut stack = vec![crate::merge::dotted(path)];
+            match interpolate(s, node.span, vars, scope, pkgs, &mut stack) {
                 Ok(new) => *s = new,
                 Err(d) => diags.push(d),
             }
@@ -221,9 +223,11 @@ fn expand(
     if !SECTIONS.contains(&section.as_str()) {
         return Err(unknown_root(expr, whole, at));
     }
-    if stack.iter().any(|s| s == expr) {
+    // Keys compare in one spelling, however the reference quotes them.
+    let key = crate::merge::dotted(&path);
+    if stack.contains(&key) {
         let mut chain = stack.clone();
-        chain.push(expr.to_owned());
+        chain.push(key);
         return Err(Diagnostic::new(
             "interpolation",
             format!("`{whole}` refers to itself: {}", chain.join(" -> ")),
@@ -233,7 +237,7 @@ fn expand(
     match lookup(scope.root, &path) {
         Lookup::Found(node) => match &node.kind {
             Kind::Str(s) => {
-                stack.push(expr.to_owned());
+                stack.push(key);
                 let r = interpolate(s, node.span, None, scope, pkgs, stack);
                 stack.pop();
                 r
@@ -251,7 +255,10 @@ fn expand(
         },
         Lookup::Missing { depth, siblings } => {
             // Keys nobody wrote may still have a default.
-            if let Some(v) = json_lookup(scope.defaults, &path) {
+            let entry_default = (depth >= 2).then(|| entry_default(&path[0])).flatten();
+            let found = json_lookup(scope.defaults, &path)
+                .or_else(|| entry_default.as_ref().and_then(|d| json_lookup(d, &path[2..])));
+            if let Some(v) = found {
                 return Ok(match v {
                     serde_json::Value::String(s) => s.clone(),
                     other => other.to_string(),
@@ -330,6 +337,22 @@ fn lookup<'a>(root: &'a Table, path: &[String]) -> Lookup<'a> {
     Lookup::Missing {
         depth: 0,
         siblings: Vec::new(),
+    }
+}
+
+/// The defaults of one entry of a map section (a user, group, service or file), as
+/// decoding an empty table gives them.
+fn entry_default(section: &str) -> Option<serde_json::Value> {
+    fn empty<T: serde::de::DeserializeOwned + serde::Serialize>() -> Option<serde_json::Value> {
+        let value: T = serde_json::from_value(serde_json::json!({})).ok()?;
+        serde_json::to_value(value).ok()
+    }
+    match section {
+        "users" => empty::<crate::spec::User>(),
+        "groups" => empty::<crate::spec::Group>(),
+        "services" => empty::<crate::spec::Service>(),
+        "files" => empty::<crate::spec::FileSpec>(),
+        _ => None,
     }
 }
 

@@ -181,14 +181,18 @@ fn finish_table(
 
 fn finish_leaf(defs: Vec<Def>, path: &[String], diags: &mut Vec<Diagnostic>) -> Option<Entry> {
     let top = defs.iter().map(|d| d.priority).max()?;
-    let mut winners = defs.into_iter().filter(|d| d.priority == top);
-    let first = winners.next()?;
-    if is_set(path) && matches!(first.node.kind, Kind::Array(_)) {
+    let winners: Vec<Def> = defs.into_iter().filter(|d| d.priority == top).collect();
+    // A set is merged when any winning definition is an array (not only the first one, so
+    // that the report does not depend on which module's path sorts first).
+    let array = winners.iter().find(|d| matches!(d.node.kind, Kind::Array(_)));
+    if is_set(path)
+        && let Some(array) = array
+    {
         // Union of every winning array, de-duplicated by value, in canonical order.
         let mut items: BTreeMap<String, Node> = BTreeMap::new();
-        let span = first.node.span;
-        let key_span = first.key_span;
-        for def in std::iter::once(first).chain(winners) {
+        let span = array.node.span;
+        let key_span = array.key_span;
+        for def in winners {
             match def.node.kind {
                 Kind::Array(elems) => {
                     for e in elems {
@@ -212,6 +216,8 @@ fn finish_leaf(defs: Vec<Def>, path: &[String], diags: &mut Vec<Diagnostic>) -> 
             },
         });
     }
+    let mut winners = winners.into_iter();
+    let first = winners.next()?;
     for other in winners {
         if !other.node.same_value(&first.node) {
             diags.push(conflict(path, top, &first, &other));
@@ -245,7 +251,10 @@ fn conflict(path: &[String], priority: Priority, first: &Def, other: &Def) -> Di
     .secondary(first.node.span, "and differently here")
     .help(match priority {
         Priority::Force => "two forced values disagree; keep only one of them".to_owned(),
-        _ => format!(
+        Priority::Default => format!(
+            "two defaults disagree; keep only one of them, or set `{key}` plainly in one module (a plain value overrides defaults)"
+        ),
+        Priority::Normal => format!(
             "make one win: move it under {} or move the other under {}",
             within("force"),
             within("defaults")

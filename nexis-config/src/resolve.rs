@@ -2,6 +2,7 @@
 //!
 //! Each input is a directory (made available by the [`Loader`]) whose `packages/` folder
 //! holds recipes: `packages/NAME.toml`, or `packages/NAME/*.toml` for several versions.
+//! An input without a `packages/` folder holds them at its top.
 //! Inline `[recipes.NAME]` form the input `self`. Recipe files are parsed only when a
 //! reference reaches them.
 //!
@@ -348,9 +349,15 @@ impl Resolver<'_> {
                     continue;
                 }
             };
-            let packages = dir.join("packages");
             let mut names: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-            match self.loader.read_dir(&packages) {
+            // Recipes are in `packages/`, or at the top when there is no such folder.
+            let listing = match self.loader.read_dir(&dir) {
+                Ok(top) if top.iter().any(|e| e.is_dir && e.path.file_name().is_some_and(|n| n == "packages")) => {
+                    self.loader.read_dir(&dir.join("packages"))
+                }
+                other => other,
+            };
+            match listing {
                 Ok(mut entries) => {
                     entries.sort();
                     for e in entries {
@@ -373,9 +380,9 @@ impl Resolver<'_> {
                     }
                 }
                 Err(e) => self.load_diags.push(
-                    Diagnostic::new("input", format!("input `{name}` has no readable `packages/` folder"))
+                    Diagnostic::new("input", format!("input `{name}` cannot be read"))
                         .primary(at, e.to_string())
-                        .help("an input holds recipes as `packages/NAME.toml` or `packages/NAME/VERSION.toml`"),
+                        .help("an input holds recipes as `packages/NAME.toml` or `packages/NAME/VERSION.toml` (or `NAME.toml` at its top)"),
                 ),
             }
             self.inputs.insert(name.clone(), Input { dir, names });

@@ -1,0 +1,102 @@
+//! `nexis check`: evaluate the configuration and report every error in it.
+
+use std::process::ExitCode;
+
+use nexis_config::{Diagnostic, EvalError, Sources};
+use serde_json::{Value, json};
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::loader::FsLoader;
+
+/// Check that the configuration evaluates; print every error with its place.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {}
+
+pub(crate) fn run(ctx: &Context, _args: &Args) -> Result<ExitCode, Error> {
+    let path = ctx.config_path()?;
+    match super::evaluate(ctx, &FsLoader::new(), &path) {
+        Ok(evaluation) => {
+            let modules = evaluation.modules.len();
+            let packages = evaluation.packages.len();
+            if ctx.json {
+                ctx.out.json(&json!({
+                    "ok": true,
+                    "config": path,
+                    "modules": modules,
+                    "packages": packages,
+                    "diagnostics": [],
+                }))?;
+            }
+            ctx.out.status(
+                "ok",
+                &format!(
+                    "{} ({modules} module{}, {packages} package{})",
+                    path.display(),
+                    plural(modules),
+                    plural(packages)
+                ),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) if ctx.json => {
+            ctx.out.json(&json!({
+                "ok": false,
+                "config": path,
+                "diagnostics": diagnostics_json(&error),
+            }))?;
+            Ok(ExitCode::FAILURE)
+        }
+        Err(source) => Err(Error::Invalid { path, source }),
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// The diagnostics as JSON objects: kind, message, file, line, column, help, and the
+/// secondary places.
+pub(crate) fn diagnostics_json(error: &EvalError) -> Value {
+    let sources = error.sources();
+    error
+        .diagnostics()
+        .iter()
+        .map(|d| diagnostic_json(d, sources))
+        .collect()
+}
+
+fn diagnostic_json(d: &Diagnostic, sources: &Sources) -> Value {
+    let place = |span: nexis_config::Span| {
+        let file = sources.get(span.file);
+        let (line, column) = file.line_col(span.start);
+        (file.path(), line, column)
+    };
+    let (file, line, column) = match d.span().map(place) {
+        Some((file, line, column)) => (json!(file), json!(line), json!(column)),
+        None => (Value::Null, Value::Null, Value::Null),
+    };
+    let labels: Vec<Value> = d
+        .labels
+        .iter()
+        .map(|l| {
+            let (file, line, column) = place(l.span);
+            json!({
+                "file": file,
+                "line": line,
+                "column": column,
+                "message": l.message,
+                "primary": l.primary,
+            })
+        })
+        .collect();
+    json!({
+        "kind": d.kind,
+        "message": d.message,
+        "file": file,
+        "line": line,
+        "column": column,
+        "help": d.help,
+        "labels": labels,
+    })
+}

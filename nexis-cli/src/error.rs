@@ -1,0 +1,84 @@
+//! Every way a `nexis` command can fail.
+
+use std::io;
+use std::path::PathBuf;
+
+use nexis_config::EvalError;
+use nexis_config::edit::EditError;
+
+/// A failed command. [`crate::output::Output::report`] prints it once, with its causes.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// The current directory is needed to find the configuration.
+    #[error("cannot determine the current directory")]
+    CurrentDir {
+        #[source]
+        source: io::Error,
+    },
+    /// A file could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A file or directory could not be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// `nexis init` does not overwrite an existing configuration.
+    #[error("{} already exists; not overwriting it", path.display())]
+    AlreadyExists { path: PathBuf },
+    /// The configuration does not evaluate; the diagnostics say why.
+    #[error("{} has errors", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: EvalError,
+    },
+    /// An edit was computed but not written, because the result would not evaluate.
+    #[error("{} was left unchanged: the edited configuration has errors", path.display())]
+    Rejected {
+        path: PathBuf,
+        #[source]
+        source: EvalError,
+    },
+    /// The config file could not be edited as asked.
+    #[error("cannot edit {}", path.display())]
+    Edit {
+        path: PathBuf,
+        #[source]
+        source: EditError,
+    },
+    /// `nexis config get` was given a key path that does not parse.
+    #[error(transparent)]
+    KeyPath(EditError),
+    /// `nexis config get` was given a key the configuration does not have.
+    #[error("no key `{key}` in the configuration")]
+    UnknownKey { key: String },
+    /// Writing data to stdout failed.
+    #[error("cannot write to standard output")]
+    Stdout {
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The evaluation errors behind this error, to be rendered with their source lines.
+    pub(crate) fn eval_error(&self) -> Option<&EvalError> {
+        match self {
+            Error::Invalid { source, .. } | Error::Rejected { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// Whether stdout was closed by the reader (`nexis schema | head`): not worth a
+    /// message.
+    pub(crate) fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Stdout { source } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
