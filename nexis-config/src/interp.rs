@@ -256,8 +256,11 @@ fn expand(
         Lookup::Missing { depth, siblings } => {
             // Keys nobody wrote may still have a default.
             let entry_default = (depth >= 2).then(|| entry_default(&path[0])).flatten();
-            let found = json_lookup(scope.defaults, &path)
-                .or_else(|| entry_default.as_ref().and_then(|d| json_lookup(d, &path[2..])));
+            let found = json_lookup(scope.defaults, &path).or_else(|| {
+                entry_default
+                    .as_ref()
+                    .and_then(|d| json_lookup(d, &path[2..]))
+            });
             if let Some(v) = found {
                 return Ok(match v {
                     serde_json::Value::String(s) => s.clone(),

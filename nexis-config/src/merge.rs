@@ -184,7 +184,9 @@ fn finish_leaf(defs: Vec<Def>, path: &[String], diags: &mut Vec<Diagnostic>) -> 
     let winners: Vec<Def> = defs.into_iter().filter(|d| d.priority == top).collect();
     // A set is merged when any winning definition is an array (not only the first one, so
     // that the report does not depend on which module's path sorts first).
-    let array = winners.iter().find(|d| matches!(d.node.kind, Kind::Array(_)));
+    let array = winners
+        .iter()
+        .find(|d| matches!(d.node.kind, Kind::Array(_)));
     if is_set(path)
         && let Some(array) = array
     {

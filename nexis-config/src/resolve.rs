@@ -352,7 +352,11 @@ impl Resolver<'_> {
             let mut names: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
             // Recipes are in `packages/`, or at the top when there is no such folder.
             let listing = match self.loader.read_dir(&dir) {
-                Ok(top) if top.iter().any(|e| e.is_dir && e.path.file_name().is_some_and(|n| n == "packages")) => {
+                Ok(top)
+                    if top.iter().any(|e| {
+                        e.is_dir && e.path.file_name().is_some_and(|n| n == "packages")
+                    }) =>
+                {
                     self.loader.read_dir(&dir.join("packages"))
                 }
                 other => other,
