@@ -12,19 +12,21 @@
 //! and the highest such version is chosen; the choice is repeated until it settles.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::de::{Spanned, decode};
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::interp::PkgUse;
 use crate::loader::{Loader, normalize};
-use crate::source::{Sources, Span};
+use crate::source::{FileId, Sources, Span};
 use crate::spec::{BuildSystem, PackageRef, Recipe, SystemSpec};
-use crate::value::{self, Kind};
+use crate::value;
 use crate::version::{Version, VersionReq};
 
 /// The name of the input formed by inline `[recipes]`.
@@ -167,7 +169,8 @@ struct Resolver<'a> {
 struct Constraint {
     req: Option<VersionReq>,
     span: Span,
-    by: String,
+    /// Who asks: a package id or a configuration key (shared, one per asker).
+    by: Rc<str>,
 }
 
 /// Resolve every package the configuration asks for.
@@ -213,16 +216,20 @@ pub(crate) fn resolve(
 
     // Build the graph.
     let mut out = PackageGraph::default();
+    let mut candidates = std::mem::take(&mut r.candidates);
     for (key, &i) in &chosen {
-        let c = &r.candidates[key][i];
+        let c = candidates
+            .get_mut(key)
+            .expect("chosen packages have candidates")
+            .swap_remove(i);
         let id = id_of(key);
         let node = out.graph.add_node(ResolvedPackage {
             id: id.clone(),
             input: key.0.clone(),
             name: key.1.clone(),
-            version: c.version.clone(),
-            recipe: c.recipe.clone(),
-            recipe_file: c.file.clone(),
+            version: c.version,
+            recipe: c.recipe,
+            recipe_file: c.file,
             input_dir: r.inputs[&key.0].dir.clone(),
         });
         out.index.insert(id, node);
@@ -424,60 +431,76 @@ impl Resolver<'_> {
         }
     }
 
-    /// Load (once) the recipes of one package of one input.
-    fn load(&mut self, key: &Key) {
-        if self.candidates.contains_key(key) || self.broken.contains(key) {
-            return;
+    /// Load (once) the recipes of these packages. Files are read in order, then parsed,
+    /// decoded and checked in parallel: recipe parsing is most of an evaluation's work.
+    fn load(&mut self, keys: &[Key]) {
+        struct Job<'k> {
+            key: &'k Key,
+            path: PathBuf,
+            file: FileId,
+            input_dir: PathBuf,
         }
-        let input = &self.inputs[&key.0];
-        let files = input.names.get(&key.1).cloned().unwrap_or_default();
-        let dir = input.dir.clone();
-        let mut out = Vec::new();
-        for path in files {
-            let text = match self.loader.read(&path) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.load_diags.push(
-                        Diagnostic::new("load", format!("cannot read recipe {}", path.display()))
-                            .help(e.to_string()),
-                    );
-                    continue;
-                }
-            };
-            let file = self.sources.add(path.clone(), text);
-            let node = match value::parse(file, self.sources.get(file).text()) {
-                Ok(n) => n,
-                Err(d) => {
-                    self.load_diags.push(d);
-                    continue;
-                }
-            };
-            debug_assert!(matches!(node.kind, Kind::Table(_)));
-            let sink = RefCell::new(Vec::new());
-            let recipe: Result<Recipe, _> = decode(&node, "", &sink);
-            self.load_diags.extend(sink.into_inner());
-            match recipe {
-                Ok(recipe) => {
-                    let recipe_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                    let whole = Span::file_start(file);
-                    if check_recipe(&recipe, &key.1, whole, &recipe_dir, &mut self.load_diags)
-                        && check_inside(&recipe, &dir, &recipe_dir, &mut self.load_diags)
-                    {
-                        out.push(Candidate {
-                            version: recipe.version.value.0.clone(),
-                            recipe,
-                            file: path,
+        let mut jobs = Vec::new();
+        let mut wanted = Vec::new();
+        for key in keys {
+            if self.candidates.contains_key(key) || self.broken.contains(key) {
+                continue;
+            }
+            wanted.push(key);
+            let input = &self.inputs[&key.0];
+            let files = input.names.get(&key.1).cloned().unwrap_or_default();
+            let input_dir = input.dir.clone();
+            for path in files {
+                match self.loader.read(&path) {
+                    Ok(text) => {
+                        let file = self.sources.add(path.clone(), text);
+                        jobs.push(Job {
+                            key,
+                            path,
+                            file,
+                            input_dir: input_dir.clone(),
                         });
                     }
+                    Err(e) => self.load_diags.push(
+                        Diagnostic::new("load", format!("cannot read recipe {}", path.display()))
+                            .help(e.to_string()),
+                    ),
                 }
-                Err(d) => self.load_diags.push(d),
             }
         }
-        if out.is_empty() {
-            self.broken.insert(key.clone());
-        } else {
-            out.sort_by(|a, b| a.version.cmp(&b.version));
-            self.candidates.insert(key.clone(), out);
+        let sources = &*self.sources;
+        let results: Vec<(Option<Candidate>, Vec<Diagnostic>)> = jobs
+            .par_iter()
+            .map(|job| {
+                let mut diags = Vec::new();
+                let candidate = parse_recipe(
+                    sources,
+                    job.file,
+                    &job.path,
+                    &job.key.1,
+                    &job.input_dir,
+                    &mut diags,
+                );
+                (candidate, diags)
+            })
+            .collect();
+        let mut found: BTreeMap<&Key, Vec<Candidate>> = BTreeMap::new();
+        for (job, (candidate, mut diags)) in jobs.iter().zip(results) {
+            self.load_diags.append(&mut diags);
+            if let Some(c) = candidate {
+                found.entry(job.key).or_default().push(c);
+            }
+        }
+        for key in wanted {
+            match found.remove(key) {
+                Some(mut out) => {
+                    out.sort_by(|a, b| a.version.cmp(&b.version));
+                    self.candidates.insert(key.clone(), out);
+                }
+                None => {
+                    self.broken.insert(key.clone());
+                }
+            }
         }
     }
 
@@ -570,7 +593,7 @@ impl Resolver<'_> {
             errors: Vec::new(),
             root_keys: Vec::new(),
         };
-        let mut queue = VecDeque::new();
+        let mut queue = Vec::new();
         let mut seen = BTreeSet::new();
         for (reason, r) in roots {
             let at = r.span.unwrap_or(self.fallback);
@@ -583,73 +606,73 @@ impl Resolver<'_> {
                         .push(Constraint {
                             req: r.requirement().cloned(),
                             span: at,
-                            by: reason.clone(),
+                            by: reason.as_str().into(),
                         });
                     round
                         .root_keys
                         .push((reason.clone(), key.clone(), r.value.to_string()));
                     if seen.insert(key.clone()) {
-                        queue.push_back(key);
+                        queue.push(key);
                     }
                 }
                 Err(d) => round.errors.push(d),
             }
         }
-        while let Some(key) = queue.pop_front() {
-            self.load(&key);
-            let Some(cands) = self.candidates.get(&key) else {
-                continue;
-            };
-            let now = round.constraints.get(&key);
-            let before = prev.get(&key);
-            let ok = |c: &Candidate, cs: Option<&Vec<Constraint>>| {
-                cs.is_none_or(|cs| {
-                    cs.iter()
-                        .all(|k| k.req.as_ref().is_none_or(|r| r.matches(&c.version)))
-                })
-            };
-            let pick = (0..cands.len())
-                .rev()
-                .find(|&i| ok(&cands[i], now) && ok(&cands[i], before))
-                .or_else(|| (0..cands.len()).rev().find(|&i| ok(&cands[i], now)))
-                .unwrap_or(cands.len() - 1);
-            round.chosen.insert(key.clone(), pick);
-            let recipe = &cands[pick].recipe;
-            let deps: Vec<(DepKind, Spanned<PackageRef>)> = recipe
-                .build
-                .deps
-                .iter()
-                .map(|d| (DepKind::Build, d.clone()))
-                .chain(
+        // Breadth first, one level at a time, so each level's recipes load together.
+        let mut level: Vec<Key> = queue;
+        while !level.is_empty() {
+            self.load(&level);
+            let mut next = Vec::new();
+            for key in level {
+                let Some(cands) = self.candidates.get(&key) else {
+                    continue;
+                };
+                let now = round.constraints.get(&key);
+                let before = prev.get(&key);
+                let ok = |c: &Candidate, cs: Option<&Vec<Constraint>>| {
+                    cs.is_none_or(|cs| {
+                        cs.iter()
+                            .all(|k| k.req.as_ref().is_none_or(|r| r.matches(&c.version)))
+                    })
+                };
+                let pick = (0..cands.len())
+                    .rev()
+                    .find(|&i| ok(&cands[i], now) && ok(&cands[i], before))
+                    .or_else(|| (0..cands.len()).rev().find(|&i| ok(&cands[i], now)))
+                    .unwrap_or(cands.len() - 1);
+                round.chosen.insert(key.clone(), pick);
+                let recipe = &cands[pick].recipe;
+                let deps = recipe.build.deps.iter().map(|d| (DepKind::Build, d)).chain(
                     recipe
                         .build
                         .runtime_deps
                         .iter()
-                        .map(|d| (DepKind::Runtime, d.clone())),
-                )
-                .collect();
-            let by = id_of(&key);
-            for (kind, dep) in deps {
-                let at = dep.span.unwrap_or(self.fallback);
-                match self.lookup(&dep, at, Some(&key.0)) {
-                    Ok(dkey) => {
-                        round
-                            .constraints
-                            .entry(dkey.clone())
-                            .or_default()
-                            .push(Constraint {
-                                req: dep.requirement().cloned(),
-                                span: at,
-                                by: by.clone(),
-                            });
-                        round.edges.push((key.clone(), dkey.clone(), kind, at));
-                        if seen.insert(dkey.clone()) {
-                            queue.push_back(dkey);
+                        .map(|d| (DepKind::Runtime, d)),
+                );
+                let by: Rc<str> = id_of(&key).into();
+                for (kind, dep) in deps {
+                    let at = dep.span.unwrap_or(self.fallback);
+                    match self.lookup(dep, at, Some(&key.0)) {
+                        Ok(dkey) => {
+                            round
+                                .constraints
+                                .entry(dkey.clone())
+                                .or_default()
+                                .push(Constraint {
+                                    req: dep.requirement().cloned(),
+                                    span: at,
+                                    by: by.clone(),
+                                });
+                            round.edges.push((key.clone(), dkey.clone(), kind, at));
+                            if seen.insert(dkey.clone()) {
+                                next.push(dkey);
+                            }
                         }
+                        Err(d) => round.errors.push(d),
                     }
-                    Err(d) => round.errors.push(d),
                 }
             }
+            level = next;
         }
         round
     }
@@ -694,6 +717,33 @@ impl Resolver<'_> {
             diags.push(d.help(format!("available: {}", versions.join(", "))));
         }
     }
+}
+
+/// Parse, decode and check one recipe file of an input.
+fn parse_recipe(
+    sources: &Sources,
+    file: FileId,
+    path: &Path,
+    name: &str,
+    input_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Candidate> {
+    let node = value::parse(file, sources.get(file).text())
+        .map_err(|d| diags.push(d))
+        .ok()?;
+    let sink = RefCell::new(Vec::new());
+    let recipe: Result<Recipe, _> = decode(&node, "", &sink);
+    diags.extend(sink.into_inner());
+    let recipe = recipe.map_err(|d| diags.push(d)).ok()?;
+    let recipe_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let whole = Span::file_start(file);
+    let ok = check_recipe(&recipe, name, whole, &recipe_dir, diags)
+        & check_inside(&recipe, input_dir, &recipe_dir, diags);
+    ok.then(|| Candidate {
+        version: recipe.version.value.0.clone(),
+        recipe,
+        file: path.to_owned(),
+    })
 }
 
 /// Checks on a recipe on its own: name, source, build script.

@@ -581,7 +581,7 @@ fn files(v: &mut V<'_>, spec: &SystemSpec) {
                     "generated file",
                     Some(format!("set {from} instead")),
                 );
-            } else if path.starts_with("/etc/dinit.d/") {
+            } else if path.value == "/etc/dinit.d" || path.starts_with("/etc/dinit.d/") {
                 v.err(
                     "policy",
                     at,
