@@ -240,7 +240,11 @@ pub(crate) fn resolve(
         .map(|k| (k, spans.add_node(id_of(k))))
         .collect();
     for (from, to, kind, span) in &edges {
-        let (a, b) = (out.index[&id_of(from)], out.index[&id_of(to)]);
+        // A package whose recipes all failed to load is not in the graph (its errors are
+        // reported already).
+        let (Some(&a), Some(&b)) = (out.index.get(&id_of(from)), out.index.get(&id_of(to))) else {
+            continue;
+        };
         if out
             .graph
             .find_edge(a, b)
@@ -615,7 +619,17 @@ impl Resolver<'_> {
                         queue.push(key);
                     }
                 }
-                Err(d) => round.errors.push(d),
+                Err(mut d) => {
+                    if r.span.is_none() {
+                        // A default (a security tool's package): no place to point at.
+                        d.labels.clear();
+                        d.message = format!("{} (needed by `{reason}`)", d.message);
+                        d.help = Some(format!(
+                            "add a recipe for it to an input, or set `{reason}.package` to one that exists"
+                        ));
+                    }
+                    round.errors.push(d);
+                }
             }
         }
         // Breadth first, one level at a time, so each level's recipes load together.
