@@ -288,6 +288,80 @@ fn check_abs_path(v: &mut V<'_>, p: &Spanned<String>, what: &str) -> bool {
     ok
 }
 
+/// Words for the account kinds in messages.
+#[derive(Clone, Copy)]
+struct Account {
+    noun: &'static str,
+    id: &'static str,
+}
+
+const USER: Account = Account {
+    noun: "user",
+    id: "uid",
+};
+const GROUP: Account = Account {
+    noun: "group",
+    id: "gid",
+};
+
+/// Range and uniqueness of a uid or gid.
+fn account_id<'a>(
+    v: &mut V<'_>,
+    kind: Account,
+    name: &'a Spanned<String>,
+    id: &Spanned<u32>,
+    system: bool,
+    seen: &mut BTreeMap<u32, &'a Spanned<String>>,
+) {
+    let (noun, key, n) = (kind.noun, kind.id, id.value);
+    if n == 0 && name.value != "root" {
+        v.err(
+            "range",
+            v.at(id),
+            format!("{noun} `{}` has {key} 0", name.value),
+            &format!("only root has {key} 0"),
+            Some(format!(
+                "{key} 0 is root whatever the name; pick another {key}"
+            )),
+        );
+    } else if n > 65533 {
+        v.err(
+            "range",
+            v.at(id),
+            format!("{key} {n} of {noun} `{}` is above 65533", name.value),
+            "out of range",
+            Some("65534 is `nobody` and larger ids are not portable".into()),
+        );
+    } else if system && n >= 1000 {
+        v.err(
+            "range",
+            v.at(id),
+            format!("system {noun} `{}` has {key} {n}", name.value),
+            &format!("system {noun}s have {key}s below 1000"),
+            None,
+        );
+    }
+    if let Some(other) = seen.insert(n, name) {
+        v.diags.push(
+            Diagnostic::new(
+                "duplicate",
+                format!(
+                    "{noun}s `{}` and `{}` share {key} {n}",
+                    other.value, name.value
+                ),
+            )
+            .primary(v.at(id), "second use")
+            .secondary(
+                other.span.unwrap_or(v.fallback),
+                format!("first {noun} with it"),
+            )
+            .help(format!(
+                "every {noun} needs its own {key}; leave `{key}` out to have one allocated"
+            )),
+        );
+    }
+}
+
 fn users_and_groups(v: &mut V<'_>, spec: &SystemSpec) {
     let mut uids: BTreeMap<u32, &Spanned<String>> = BTreeMap::new();
     for (name, user) in &spec.users {
@@ -301,46 +375,7 @@ fn users_and_groups(v: &mut V<'_>, spec: &SystemSpec) {
             );
         }
         if let Some(uid) = &user.uid {
-            let max = 65533;
-            if uid.value == 0 && name.value != "root" {
-                v.err(
-                    "range",
-                    v.at(uid),
-                    format!("user `{}` has uid 0", name.value),
-                    "only root has uid 0",
-                    Some("uid 0 is root whatever the name; pick another uid".into()),
-                );
-            } else if uid.value > max {
-                v.err(
-                    "range",
-                    v.at(uid),
-                    format!("uid {} of user `{}` is above {max}", uid.value, name.value),
-                    "out of range",
-                    Some("65534 is `nobody` and larger ids are not portable".into()),
-                );
-            } else if user.system && uid.value >= 1000 {
-                v.err(
-                    "range",
-                    v.at(uid),
-                    format!("system user `{}` has uid {}", name.value, uid.value),
-                    "system users have uids below 1000",
-                    None,
-                );
-            }
-            if let Some(other) = uids.insert(uid.value, name) {
-                v.diags.push(
-                    Diagnostic::new(
-                        "duplicate",
-                        format!(
-                            "users `{}` and `{}` share uid {}",
-                            other.value, name.value, uid.value
-                        ),
-                    )
-                    .primary(v.at(uid), "second use")
-                    .secondary(other.span.unwrap_or(v.fallback), "first user with it")
-                    .help("every user needs its own uid; leave `uid` out to have one allocated"),
-                );
-            }
+            account_id(v, USER, name, uid, user.system, &mut uids);
         }
         if let Some(home) = &user.home {
             check_abs_path(v, home, "home directory");
@@ -433,36 +468,7 @@ fn users_and_groups(v: &mut V<'_>, spec: &SystemSpec) {
             );
         }
         if let Some(gid) = &group.gid {
-            if gid.value == 0 && name.value != "root" {
-                v.err(
-                    "range",
-                    v.at(gid),
-                    format!("group `{}` has gid 0", name.value),
-                    "only root has gid 0",
-                    None,
-                );
-            } else if gid.value > 65533 {
-                v.err(
-                    "range",
-                    v.at(gid),
-                    format!("gid {} of group `{}` is above 65533", gid.value, name.value),
-                    "out of range",
-                    None,
-                );
-            }
-            if let Some(other) = gids.insert(gid.value, name) {
-                v.diags.push(
-                    Diagnostic::new(
-                        "duplicate",
-                        format!(
-                            "groups `{}` and `{}` share gid {}",
-                            other.value, name.value, gid.value
-                        ),
-                    )
-                    .primary(v.at(gid), "second use")
-                    .secondary(other.span.unwrap_or(v.fallback), "first group with it"),
-                );
-            }
+            account_id(v, GROUP, name, gid, group.system, &mut gids);
         }
         for m in &group.members {
             if !spec.users.contains_key(m.value.as_str()) && m.value != "root" {
