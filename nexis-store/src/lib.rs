@@ -6,4 +6,14 @@
 //! signatures and the binary-cache layout. Every write is atomic: build into a temporary
 //! path in the store's filesystem, fsync, rename, then register in one transaction.
 //!
-//! This crate is filled by the store issue; nothing is implemented yet.
+//! Built so far: store paths and their fingerprints ([`StorePath`]) and the base-32
+//! encoding. The rest is filled by the store issue.
+
+mod base32;
+mod path;
+
+pub use base32::{ALPHABET as BASE32_ALPHABET, decode as base32_decode, encode as base32_encode};
+pub use path::{
+    ContentKind, HASH_BYTES, HASH_CHARS, MAX_NAME_LEN, PathError, STORE_DIR, StorePath, check_name,
+    fingerprint,
+};
