@@ -1,0 +1,534 @@
+//! The store's metadata database (SQLite, WAL).
+//!
+//! One row per valid path, with its tree hash, archive size, registration time, deriver,
+//! content address and signatures; references as an edge table indexed both ways, so that
+//! closures, referrers and garbage collection walk the database and never the store's
+//! directories. Paths are registered in batches, each batch one transaction: a crash
+//! leaves the database as it was before the batch or after it.
+//!
+//! The schema is versioned: `MIGRATIONS[i]` takes the database from version `i` to
+//! `i + 1`, and opening a database applies the missing ones in one transaction.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::path::StorePath;
+
+/// Schema changes, in order. Never edit an entry once released: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    "CREATE TABLE valid_paths (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        tree_hash BLOB NOT NULL CHECK (length(tree_hash) = 32),
+        archive_size INTEGER NOT NULL CHECK (archive_size >= 0),
+        registered INTEGER NOT NULL,
+        deriver TEXT,
+        content_address TEXT
+    );
+    CREATE TABLE refs (
+        referrer INTEGER NOT NULL REFERENCES valid_paths(id) ON DELETE CASCADE,
+        reference INTEGER NOT NULL REFERENCES valid_paths(id) ON DELETE RESTRICT,
+        PRIMARY KEY (referrer, reference)
+    ) WITHOUT ROWID;
+    CREATE INDEX refs_by_reference ON refs(reference, referrer);
+    CREATE TABLE signatures (
+        path INTEGER NOT NULL REFERENCES valid_paths(id) ON DELETE CASCADE,
+        signature TEXT NOT NULL,
+        PRIMARY KEY (path, signature)
+    ) WITHOUT ROWID;",
+];
+
+/// What the database knows about one valid path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathInfo {
+    /// The path.
+    pub path: StorePath,
+    /// Tree hash of its content (see `docs/archive.md`).
+    pub tree_hash: [u8; 32],
+    /// Size of its canonical archive in bytes.
+    pub archive_size: u64,
+    /// Registration time, seconds since the Unix epoch.
+    pub registered: i64,
+    /// The derivation that built it, if any.
+    pub deriver: Option<StorePath>,
+    /// How its content determines its path (`source:blake3:<hex>`), for content-addressed
+    /// paths; none for build outputs.
+    pub content_address: Option<String>,
+    /// Store paths its content refers to (possibly itself).
+    pub references: BTreeSet<StorePath>,
+    /// Signatures, `KEY-NAME:BASE64`.
+    pub signatures: BTreeSet<String>,
+}
+
+/// A database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite reported an error.
+    #[error("store database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer nexis.
+    #[error("store database {path} has schema version {found}; this nexis knows up to {known}")]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+        /// The newest version this build knows.
+        known: usize,
+    },
+    /// A registration names a reference that is neither valid nor in the same batch.
+    #[error("cannot register {path}: its reference {reference} is not a valid path")]
+    MissingReference {
+        /// The path being registered.
+        path: StorePath,
+        /// The reference that is missing.
+        reference: StorePath,
+    },
+    /// A stored row does not parse (the database was edited by hand or is damaged).
+    #[error("store database {path}: corrupt row for {row}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// The value that did not parse.
+        row: String,
+    },
+}
+
+/// The open metadata database.
+#[derive(Debug)]
+pub struct Db {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Db {
+    /// Open (creating if needed) the database at `path` and bring its schema up to date.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let err = |source| DbError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_mins(1)).map_err(err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;",
+        )
+        .map_err(err)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        let known = MIGRATIONS.len();
+        let start = usize::try_from(version).unwrap_or(usize::MAX);
+        if start > known {
+            return Err(DbError::TooNew {
+                path: path.to_owned(),
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(start) {
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(
+                None,
+                "user_version",
+                i64::try_from(i + 1).expect("few migrations"),
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(Db {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> DbError + '_ {
+        |source| DbError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, DbError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.err())
+    }
+
+    /// Whether `path` is valid.
+    pub fn is_valid(&self, path: &StorePath) -> Result<bool, DbError> {
+        self.id(path).map(|id| id.is_some())
+    }
+
+    fn id(&self, path: &StorePath) -> Result<Option<i64>, DbError> {
+        self.conn
+            .prepare_cached("SELECT id FROM valid_paths WHERE path = ?1")
+            .and_then(|mut s| s.query_row([path.base_name()], |r| r.get(0)).optional())
+            .map_err(self.err())
+    }
+
+    /// Register a batch of paths in one transaction. Every reference must be valid
+    /// already or be in the batch. Paths already valid are left as they are (their
+    /// signatures are merged).
+    pub fn register(&mut self, infos: &[PathInfo]) -> Result<(), DbError> {
+        let path = self.path.clone();
+        let err = |source| DbError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let mut ids: BTreeMap<&StorePath, i64> = BTreeMap::new();
+        {
+            let mut find = tx
+                .prepare_cached("SELECT id FROM valid_paths WHERE path = ?1")
+                .map_err(err)?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO valid_paths (path, tree_hash, archive_size, registered, deriver, content_address)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(err)?;
+            let mut sig = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO signatures (path, signature) VALUES (?1, ?2)",
+                )
+                .map_err(err)?;
+            let mut fresh = BTreeSet::new();
+            for info in infos {
+                let existing: Option<i64> = find
+                    .query_row([info.path.base_name()], |r| r.get(0))
+                    .optional()
+                    .map_err(err)?;
+                let id = if let Some(id) = existing {
+                    id
+                } else {
+                    insert
+                        .execute(params![
+                            info.path.base_name(),
+                            &info.tree_hash[..],
+                            i64::try_from(info.archive_size).unwrap_or(i64::MAX),
+                            info.registered,
+                            info.deriver.as_ref().map(StorePath::base_name),
+                            info.content_address,
+                        ])
+                        .map_err(err)?;
+                    fresh.insert(&info.path);
+                    tx.last_insert_rowid()
+                };
+                for s in &info.signatures {
+                    sig.execute(params![id, s]).map_err(err)?;
+                }
+                ids.insert(&info.path, id);
+            }
+            let mut edge = tx
+                .prepare_cached("INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)")
+                .map_err(err)?;
+            for info in infos.iter().filter(|i| fresh.contains(&i.path)) {
+                for r in &info.references {
+                    let target = match ids.get(r) {
+                        Some(&id) => id,
+                        None => find
+                            .query_row([r.base_name()], |row| row.get(0))
+                            .optional()
+                            .map_err(err)?
+                            .ok_or_else(|| DbError::MissingReference {
+                                path: info.path.clone(),
+                                reference: r.clone(),
+                            })?,
+                    };
+                    edge.execute(params![ids[&info.path], target])
+                        .map_err(err)?;
+                }
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Everything known about one path, if it is valid.
+    pub fn query(&self, path: &StorePath) -> Result<Option<PathInfo>, DbError> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT id, tree_hash, archive_size, registered, deriver, content_address
+                 FROM valid_paths WHERE path = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([path.base_name()], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(self.err())?;
+        let Some((id, hash, size, registered, deriver, content_address)) = row else {
+            return Ok(None);
+        };
+        let corrupt = |row: &str| DbError::Corrupt {
+            path: self.path.clone(),
+            row: row.to_owned(),
+        };
+        let tree_hash: [u8; 32] = hash.try_into().map_err(|_| corrupt(&path.base_name()))?;
+        let deriver = match deriver {
+            Some(d) => Some(StorePath::from_base_name(&d).map_err(|_| corrupt(&d))?),
+            None => None,
+        };
+        Ok(Some(PathInfo {
+            path: path.clone(),
+            tree_hash,
+            archive_size: u64::try_from(size).map_err(|_| corrupt(&path.base_name()))?,
+            registered,
+            deriver,
+            content_address,
+            references: self.edges("SELECT p.path FROM refs r JOIN valid_paths p ON p.id = r.reference WHERE r.referrer = ?1", id)?,
+            signatures: self
+                .conn
+                .prepare_cached("SELECT signature FROM signatures WHERE path = ?1")
+                .and_then(|mut s| s.query_map([id], |r| r.get(0))?.collect())
+                .map_err(self.err())?,
+        }))
+    }
+
+    fn edges(&self, sql: &str, id: i64) -> Result<BTreeSet<StorePath>, DbError> {
+        let names: Vec<String> = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.query_map([id], |r| r.get(0))?.collect())
+            .map_err(self.err())?;
+        names
+            .into_iter()
+            .map(|n| {
+                StorePath::from_base_name(&n).map_err(|_| DbError::Corrupt {
+                    path: self.path.clone(),
+                    row: n,
+                })
+            })
+            .collect()
+    }
+
+    /// The valid paths that refer to `path`.
+    pub fn referrers(&self, path: &StorePath) -> Result<BTreeSet<StorePath>, DbError> {
+        match self.id(path)? {
+            Some(id) => self.edges(
+                "SELECT p.path FROM refs r JOIN valid_paths p ON p.id = r.referrer WHERE r.reference = ?1",
+                id,
+            ),
+            None => Ok(BTreeSet::new()),
+        }
+    }
+
+    /// The valid paths `path` refers to.
+    pub fn references(&self, path: &StorePath) -> Result<BTreeSet<StorePath>, DbError> {
+        match self.id(path)? {
+            Some(id) => self.edges(
+                "SELECT p.path FROM refs r JOIN valid_paths p ON p.id = r.reference WHERE r.referrer = ?1",
+                id,
+            ),
+            None => Ok(BTreeSet::new()),
+        }
+    }
+
+    /// The closure of `paths`: them and everything they refer to, transitively (one
+    /// recursive query).
+    pub fn closure(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, DbError> {
+        let roots: Vec<String> = paths.iter().map(StorePath::base_name).collect();
+        let json = serde_json_array(&roots);
+        let names: Vec<String> = self
+            .conn
+            .prepare_cached(
+                "WITH RECURSIVE c(id) AS (
+                    SELECT id FROM valid_paths WHERE path IN (SELECT value FROM json_each(?1))
+                    UNION
+                    SELECT r.reference FROM refs r JOIN c ON r.referrer = c.id
+                 )
+                 SELECT p.path FROM c JOIN valid_paths p ON p.id = c.id",
+            )
+            .and_then(|mut s| s.query_map([json], |r| r.get(0))?.collect())
+            .map_err(self.err())?;
+        names
+            .into_iter()
+            .map(|n| {
+                StorePath::from_base_name(&n).map_err(|_| DbError::Corrupt {
+                    path: self.path.clone(),
+                    row: n,
+                })
+            })
+            .collect()
+    }
+
+    /// Every valid path.
+    pub fn all_valid(&self) -> Result<Vec<StorePath>, DbError> {
+        let names: Vec<String> = self
+            .conn
+            .prepare_cached("SELECT path FROM valid_paths ORDER BY path")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(self.err())?;
+        names
+            .into_iter()
+            .map(|n| {
+                StorePath::from_base_name(&n).map_err(|_| DbError::Corrupt {
+                    path: self.path.clone(),
+                    row: n,
+                })
+            })
+            .collect()
+    }
+
+    /// Forget paths (garbage collection, after their files are gone or moved to the
+    /// trash), in one transaction. A path still referred to by a valid path outside the
+    /// batch is refused by the database (`ON DELETE RESTRICT`).
+    pub fn invalidate(&mut self, paths: &[StorePath]) -> Result<(), DbError> {
+        let path = self.path.clone();
+        let err = |source| DbError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            // Edges among the batch go first so the batch can be deleted in any order.
+            let mut drop_edges = tx
+                .prepare_cached(
+                    "DELETE FROM refs WHERE referrer = (SELECT id FROM valid_paths WHERE path = ?1)",
+                )
+                .map_err(err)?;
+            for p in paths {
+                drop_edges.execute([p.base_name()]).map_err(err)?;
+            }
+            let mut delete = tx
+                .prepare_cached("DELETE FROM valid_paths WHERE path = ?1")
+                .map_err(err)?;
+            for p in paths {
+                delete.execute([p.base_name()]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+/// A JSON array of strings, for `json_each` (store base names need no escaping beyond
+/// what this does).
+fn serde_json_array(items: &[String]) -> String {
+    let mut out = String::from("[");
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push(']');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::ContentKind;
+
+    fn sp(name: &str) -> StorePath {
+        StorePath::new(
+            &ContentKind::Source { references: &[] },
+            blake3::hash(name.as_bytes()).as_bytes(),
+            name,
+        )
+        .unwrap()
+    }
+
+    fn info(path: &StorePath, refs: &[&StorePath]) -> PathInfo {
+        PathInfo {
+            path: path.clone(),
+            tree_hash: *blake3::hash(path.name().as_bytes()).as_bytes(),
+            archive_size: 100,
+            registered: 1,
+            deriver: None,
+            content_address: Some("source".into()),
+            references: refs.iter().map(|r| (*r).clone()).collect(),
+            signatures: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn register_query_closure_referrers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+        assert_eq!(db.schema_version().unwrap(), 1);
+        let (a, b, c, d) = (sp("a"), sp("b"), sp("c"), sp("d"));
+        db.register(&[info(&c, &[]), info(&b, &[&c, &b]), info(&a, &[&b])])
+            .unwrap();
+        db.register(&[info(&d, &[&c])]).unwrap();
+        assert!(db.is_valid(&a).unwrap());
+        let q = db.query(&b).unwrap().unwrap();
+        assert_eq!(q.references, [b.clone(), c.clone()].into());
+        assert_eq!(
+            db.closure(std::slice::from_ref(&a)).unwrap(),
+            [a.clone(), b.clone(), c.clone()].into()
+        );
+        assert_eq!(db.referrers(&c).unwrap(), [b.clone(), d.clone()].into());
+        assert_eq!(db.all_valid().unwrap().len(), 4);
+        // A referenced path cannot go alone; with its referrers it can.
+        assert!(db.invalidate(std::slice::from_ref(&c)).is_err());
+        assert!(db.is_valid(&c).unwrap(), "a failed batch changes nothing");
+        db.invalidate(&[a.clone(), b.clone(), d.clone(), c.clone()])
+            .unwrap();
+        assert!(db.all_valid().unwrap().is_empty());
+    }
+
+    #[test]
+    fn missing_reference_rolls_back_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+        let (a, b, ghost) = (sp("a"), sp("b"), sp("ghost"));
+        let e = db
+            .register(&[info(&b, &[]), info(&a, &[&ghost])])
+            .unwrap_err();
+        assert!(matches!(e, DbError::MissingReference { .. }), "{e}");
+        assert!(!db.is_valid(&b).unwrap());
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_refuses_newer_schemas() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db.sqlite");
+        let a = sp("a");
+        Db::open(&file).unwrap().register(&[info(&a, &[])]).unwrap();
+        let db = Db::open(&file).unwrap();
+        assert!(db.is_valid(&a).unwrap());
+        db.conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(db);
+        assert!(matches!(
+            Db::open(&file),
+            Err(DbError::TooNew { found: 99, .. })
+        ));
+    }
+}
