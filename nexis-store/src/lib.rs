@@ -10,9 +10,11 @@
 //! encoding. The rest is filled by the store issue.
 
 mod base32;
+mod db;
 mod path;
 
 pub use base32::{ALPHABET as BASE32_ALPHABET, decode as base32_decode, encode as base32_encode};
+pub use db::{Db, DbError, PathInfo};
 pub use path::{
     ContentKind, HASH_BYTES, HASH_CHARS, MAX_NAME_LEN, PathError, STORE_DIR, StorePath, check_name,
     fingerprint,
