@@ -380,6 +380,53 @@ impl Db {
             .collect()
     }
 
+    /// Mark and find garbage: the number of paths reachable from `roots`, and every
+    /// other valid path with its archive size. One recursive query for the live set, one
+    /// pass over the table for the rest.
+    pub fn dead_paths(
+        &self,
+        roots: &[StorePath],
+    ) -> Result<(usize, Vec<(StorePath, u64)>), DbError> {
+        let json = serde_json_array(&roots.iter().map(StorePath::base_name).collect::<Vec<_>>());
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS live(id INTEGER PRIMARY KEY); DELETE FROM temp.live;",
+        )
+        .map_err(self.err())?;
+        let live = tx
+            .execute(
+                "WITH RECURSIVE c(id) AS (
+                    SELECT id FROM valid_paths WHERE path IN (SELECT value FROM json_each(?1))
+                    UNION
+                    SELECT r.reference FROM refs r JOIN c ON r.referrer = c.id
+                 )
+                 INSERT INTO temp.live SELECT id FROM c",
+                [json],
+            )
+            .map_err(self.err())?;
+        let rows: Vec<(String, i64)> = tx
+            .prepare(
+                "SELECT path, archive_size FROM valid_paths
+                 WHERE id NOT IN (SELECT id FROM temp.live) ORDER BY path",
+            )
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(self.err())?;
+        tx.execute_batch("DELETE FROM temp.live;")
+            .map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        let dead = rows
+            .into_iter()
+            .map(|(n, size)| {
+                let p = StorePath::from_base_name(&n).map_err(|_| DbError::Corrupt {
+                    path: self.path.clone(),
+                    row: n,
+                })?;
+                Ok((p, u64::try_from(size).unwrap_or(0)))
+            })
+            .collect::<Result<Vec<_>, DbError>>()?;
+        Ok((live, dead))
+    }
+
     /// Every valid path.
     pub fn all_valid(&self) -> Result<Vec<StorePath>, DbError> {
         let names: Vec<String> = self

@@ -1,0 +1,413 @@
+//! Adding trees to the store.
+//!
+//! A tree is copied into `.tmp/` on the store's filesystem (each file read once: small
+//! files through memory, large ones by the kernel's copy, then hashed from the page cache
+//! with blake3's multi-threaded mode), files in parallel. While copying, each file is
+//! made canonical (mode 0444 or 0555, mtime 1) and deduplicated: identical files (same
+//! content and executable bit) become hard links to one inode kept under `.links/`.
+//! Then directories are made read-only, the filesystem is synced, and under the per-path
+//! lock the tree is renamed to its final name and registered in one transaction. Adding a
+//! path that is already valid only costs the hashing.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rayon::prelude::*;
+
+use crate::db::PathInfo;
+use crate::gc::remove_tree;
+use crate::path::{ContentKind, PathError, StorePath, check_name};
+use crate::store::{Store, StoreError, io_err};
+use crate::tree::{LARGE_FILE, dir_node, file_node, symlink_node};
+
+/// Adding a tree failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    /// A file of a kind the store cannot hold.
+    #[error("{path}: {kind} cannot be stored (only regular files, directories and symlinks)")]
+    Unsupported {
+        /// The offending file.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// The name is not a valid store path name.
+    #[error(transparent)]
+    Name(#[from] PathError),
+    /// The source has no usable file name to take the name from.
+    #[error("{0}: cannot take a store path name from it; give one")]
+    NoName(PathBuf),
+    /// Filesystem or database failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<crate::db::DbError> for AddError {
+    fn from(e: crate::db::DbError) -> AddError {
+        AddError::Store(e.into())
+    }
+}
+
+/// What adding a tree did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    /// The store path.
+    pub path: StorePath,
+    /// Its tree hash.
+    pub tree_hash: [u8; 32],
+    /// Size of its canonical archive.
+    pub archive_size: u64,
+    /// Regular files in it.
+    pub files: u64,
+    /// Bytes of file content.
+    pub bytes: u64,
+    /// Bytes not stored again because identical files were already in the store.
+    pub deduplicated: u64,
+    /// It was valid already: nothing was written.
+    pub already_valid: bool,
+}
+
+/// A node of the scanned source tree.
+enum Node {
+    File {
+        src: PathBuf,
+        size: u64,
+        executable: bool,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    Dir {
+        entries: Vec<(Vec<u8>, Node)>,
+    },
+}
+
+fn pad8(n: u64) -> u64 {
+    n.div_ceil(8) * 8
+}
+
+/// Scan a source tree (not following symlinks), sorted, refusing special files.
+fn scan(path: &Path) -> Result<Node, AddError> {
+    let meta = fs::symlink_metadata(path)
+        .map_err(io_err(path))
+        .map_err(AddError::Store)?;
+    let ft = meta.file_type();
+    if ft.is_file() {
+        Ok(Node::File {
+            src: path.to_owned(),
+            size: meta.len(),
+            executable: meta.permissions().mode() & 0o111 != 0,
+        })
+    } else if ft.is_symlink() {
+        let target = fs::read_link(path).map_err(io_err(path))?;
+        Ok(Node::Symlink {
+            target: target.into_os_string().into_encoded_bytes(),
+        })
+    } else if ft.is_dir() {
+        let mut names: Vec<_> = fs::read_dir(path)
+            .map_err(io_err(path))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(io_err(path))?;
+        names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+        let entries = names
+            .into_iter()
+            .map(|n| {
+                let child = scan(&path.join(&n))?;
+                Ok((n.into_encoded_bytes(), child))
+            })
+            .collect::<Result<_, AddError>>()?;
+        Ok(Node::Dir { entries })
+    } else {
+        use std::os::unix::fs::FileTypeExt as _;
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_block_device() || ft.is_char_device() {
+            "a device node"
+        } else {
+            "this file type"
+        };
+        Err(AddError::Unsupported {
+            path: path.to_owned(),
+            kind,
+        })
+    }
+}
+
+/// Files to copy, with their destination, gathered from a scanned tree.
+fn files<'a>(node: &'a Node, dest: &Path, out: &mut Vec<(&'a Node, PathBuf)>) {
+    match node {
+        Node::File { .. } => out.push((node, dest.to_owned())),
+        Node::Dir { entries } => {
+            for (name, child) in entries {
+                files(child, &dest.join(std::ffi::OsStr::from_bytes(name)), out);
+            }
+        }
+        Node::Symlink { .. } => {}
+    }
+}
+
+use std::os::unix::ffi::OsStrExt as _;
+
+const MTIME: Duration = Duration::from_secs(1);
+
+impl Store {
+    /// Add the tree at `src` (a file, directory or symlink) as a content-addressed
+    /// path named `name` (by default the last component of `src`).
+    pub fn add_path(&self, src: &Path, name: Option<&str>) -> Result<Added, AddError> {
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => src
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| AddError::NoName(src.to_owned()))?
+                .to_owned(),
+        };
+        check_name(&name)?;
+        let tree = scan(src)?;
+        let _gc = self.lock_gc(false)?;
+
+        let tmp = self.temp_dir()?;
+        let dest_root = tmp.join("t");
+        let result = self.copy_tree(&tree, &dest_root, &tmp);
+        let (tree_hash, stats) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = remove_tree(&tmp);
+                return Err(e);
+            }
+        };
+        let path = StorePath::new(&ContentKind::Source { references: &[] }, &tree_hash, &name)?;
+        let _lock = self.lock_path(&path)?;
+        let added = Added {
+            path: path.clone(),
+            tree_hash,
+            archive_size: stats.archive_size,
+            files: stats.files,
+            bytes: stats.bytes,
+            deduplicated: stats.deduplicated.load(Ordering::Relaxed),
+            already_valid: false,
+        };
+        if self.with_db(|db| db.is_valid(&path))? {
+            remove_tree(&tmp)?;
+            self.add_temp_root(&path)?;
+            return Ok(Added {
+                already_valid: true,
+                deduplicated: 0,
+                ..added
+            });
+        }
+        self.install(&dest_root, &path)?;
+        remove_tree(&tmp)?;
+        self.with_db(|db| {
+            db.register(&[PathInfo {
+                path: path.clone(),
+                tree_hash,
+                archive_size: added.archive_size,
+                registered: now(),
+                deriver: None,
+                content_address: Some(format!(
+                    "source:blake3:{}",
+                    blake3::Hash::from_bytes(tree_hash).to_hex()
+                )),
+                references: BTreeSet::new(),
+                signatures: BTreeSet::new(),
+            }])
+        })?;
+        self.add_temp_root(&path)?;
+        Ok(added)
+    }
+
+    /// A fresh private directory under `.tmp/`.
+    fn temp_dir(&self) -> Result<PathBuf, StoreError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let base = self.store_dir().join(".tmp");
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let dir = base.join(format!("add-{}-{n}", std::process::id()));
+            match fs::create_dir(&dir) {
+                Ok(()) => return Ok(dir),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(&dir)(e)),
+            }
+        }
+    }
+
+    /// Sync the prepared tree and rename it into place (replacing a stray, invalid copy
+    /// left by a crash).
+    fn install(&self, prepared: &Path, path: &StorePath) -> Result<(), StoreError> {
+        let store = File::open(self.store_dir()).map_err(io_err(self.store_dir()))?;
+        rustix::fs::syncfs(&store).map_err(|e| io_err(self.store_dir())(e.into()))?;
+        let dest = self.physical(path);
+        if fs::symlink_metadata(&dest).is_ok() {
+            let stray = self.store_dir().join(".trash").join(format!(
+                "stray-{}-{}",
+                std::process::id(),
+                path.base_name()
+            ));
+            fs::rename(&dest, &stray).map_err(io_err(&dest))?;
+            remove_tree(&stray)?;
+        }
+        fs::rename(prepared, &dest).map_err(io_err(&dest))?;
+        store.sync_all().map_err(io_err(self.store_dir()))
+    }
+
+    /// Copy a scanned tree to `dest` canonically, returning its tree hash.
+    /// `scratch` is a private directory beside `dest` for temporary names.
+    fn copy_tree(
+        &self,
+        tree: &Node,
+        dest: &Path,
+        scratch: &Path,
+    ) -> Result<([u8; 32], Stats), AddError> {
+        let stats = Stats::default();
+        make_dirs(tree, dest)?;
+        let mut list = Vec::new();
+        files(tree, dest, &mut list);
+        let links = self.store_dir().join(".links");
+        let hashes: Vec<[u8; 32]> = list
+            .par_iter()
+            .map(|(node, to)| copy_file(node, to, &links, scratch, &stats.deduplicated))
+            .collect::<Result<_, AddError>>()?;
+        let mut it = hashes.into_iter();
+        let mut stats = stats;
+        let hash = finish(tree, dest, &mut it, &mut stats)?;
+        stats.archive_size += 16;
+        Ok((hash, stats))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    archive_size: u64,
+    files: u64,
+    bytes: u64,
+    deduplicated: AtomicU64,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Create the directories and symlinks (writable for now).
+fn make_dirs(node: &Node, dest: &Path) -> Result<(), AddError> {
+    match node {
+        Node::Dir { entries } => {
+            fs::create_dir(dest).map_err(io_err(dest))?;
+            for (name, child) in entries {
+                make_dirs(child, &dest.join(std::ffi::OsStr::from_bytes(name)))?;
+            }
+        }
+        Node::Symlink { target } => {
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), dest)
+                .map_err(io_err(dest))?;
+        }
+        Node::File { .. } => {}
+    }
+    Ok(())
+}
+
+/// Copy one file, make it canonical, deduplicate it; return its node hash.
+fn copy_file(
+    node: &Node,
+    to: &Path,
+    links: &Path,
+    scratch: &Path,
+    deduplicated: &AtomicU64,
+) -> Result<[u8; 32], AddError> {
+    let Node::File {
+        src,
+        size,
+        executable,
+    } = node
+    else {
+        unreachable!("only files are listed")
+    };
+    let content = if *size >= LARGE_FILE {
+        fs::copy(src, to).map_err(io_err(src))?;
+        let mut h = blake3::Hasher::new();
+        h.update_mmap_rayon(to).map_err(io_err(to))?;
+        *h.finalize().as_bytes()
+    } else {
+        let data = fs::read(src).map_err(io_err(src))?;
+        fs::write(to, &data).map_err(io_err(to))?;
+        *blake3::hash(&data).as_bytes()
+    };
+    let mode = if *executable { 0o555 } else { 0o444 };
+    let f = File::options().write(true).open(to).map_err(io_err(to))?;
+    f.set_modified(UNIX_EPOCH + MTIME).map_err(io_err(to))?;
+    drop(f);
+    fs::set_permissions(to, fs::Permissions::from_mode(mode)).map_err(io_err(to))?;
+    let hash = file_node(*executable, *size, &content);
+    // Dedup: one inode per (content, executable bit).
+    let link = links.join(crate::base32::encode(&hash));
+    // Other failures (too many links, another filesystem) only lose the optimisation.
+    if let Err(e) = fs::hard_link(to, &link)
+        && e.kind() == io::ErrorKind::AlreadyExists
+        && fs::metadata(&link).is_ok_and(|m| m.len() == *size)
+    {
+        // Link the shared inode under a name no other file of the tree can have, then
+        // rename it over the copy.
+        static N: AtomicU64 = AtomicU64::new(0);
+        let tmp = scratch.join(format!(
+            "dedup-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        if fs::hard_link(&link, &tmp).is_ok() {
+            fs::rename(&tmp, to).map_err(io_err(to))?;
+            deduplicated.fetch_add(*size, Ordering::Relaxed);
+        }
+    }
+    Ok(hash)
+}
+
+/// Compute directory hashes bottom-up, make directories read-only with mtime 1, and sum
+/// up the archive size.
+fn finish(
+    node: &Node,
+    dest: &Path,
+    file_hashes: &mut impl Iterator<Item = [u8; 32]>,
+    stats: &mut Stats,
+) -> Result<[u8; 32], AddError> {
+    stats.archive_size += 8;
+    Ok(match node {
+        Node::File { size, .. } => {
+            stats.files += 1;
+            stats.bytes += size;
+            stats.archive_size += 8 + pad8(*size);
+            file_hashes.next().expect("one hash per file, in order")
+        }
+        Node::Symlink { target } => {
+            stats.archive_size += 8 + pad8(target.len() as u64);
+            symlink_node(target)
+        }
+        Node::Dir { entries } => {
+            stats.archive_size += 8;
+            let mut children = Vec::with_capacity(entries.len());
+            for (name, child) in entries {
+                stats.archive_size += 8 + pad8(name.len() as u64);
+                let h = finish(
+                    child,
+                    &dest.join(std::ffi::OsStr::from_bytes(name)),
+                    file_hashes,
+                    stats,
+                )?;
+                children.push((name.as_slice(), h));
+            }
+            let d = File::open(dest).map_err(io_err(dest))?;
+            d.set_modified(UNIX_EPOCH + MTIME).map_err(io_err(dest))?;
+            fs::set_permissions(dest, fs::Permissions::from_mode(0o555)).map_err(io_err(dest))?;
+            dir_node(children.iter().map(|(n, h)| (*n, h)))
+        }
+    })
+}

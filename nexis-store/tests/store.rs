@@ -1,0 +1,189 @@
+//! Adding to the store and collecting garbage, on temporary roots.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::Path;
+
+use nexis_store::{GcOptions, Store, StorePath};
+
+fn tree(dir: &Path) {
+    fs::create_dir_all(dir.join("bin")).unwrap();
+    fs::create_dir_all(dir.join("share/empty")).unwrap();
+    fs::write(dir.join("bin/tool"), "#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(dir.join("bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(dir.join("share/a.txt"), "same content\n").unwrap();
+    fs::write(dir.join("share/b.txt"), "same content\n").unwrap();
+    fs::write(dir.join("share/big"), vec![7u8; 3 << 20]).unwrap();
+    std::os::unix::fs::symlink("../bin/tool", dir.join("share/link")).unwrap();
+}
+
+#[test]
+fn add_is_canonical_deduplicated_and_idempotent() {
+    let root = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    tree(&src.path().join("pkg"));
+    let store = Store::open(root.path()).unwrap();
+    let added = store.add_path(&src.path().join("pkg"), None).unwrap();
+    assert!(!added.already_valid);
+    assert_eq!(added.path.name(), "pkg");
+    assert_eq!(added.files, 4);
+    assert_eq!(added.deduplicated, 13, "b.txt is a link to a.txt");
+    let on_disk = store.physical(&added.path);
+    let tool = fs::metadata(on_disk.join("bin/tool")).unwrap();
+    assert_eq!(tool.permissions().mode() & 0o7777, 0o555);
+    assert_eq!(tool.mtime(), 1);
+    let a = fs::metadata(on_disk.join("share/a.txt")).unwrap();
+    let b = fs::metadata(on_disk.join("share/b.txt")).unwrap();
+    assert_eq!(a.permissions().mode() & 0o7777, 0o444);
+    assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+    assert_eq!(
+        fs::metadata(&on_disk).unwrap().permissions().mode() & 0o7777,
+        0o555
+    );
+    assert_eq!(
+        fs::read_link(on_disk.join("share/link")).unwrap(),
+        Path::new("../bin/tool")
+    );
+    assert!(store.with_db(|db| db.is_valid(&added.path)).unwrap());
+    let info = store.with_db(|db| db.query(&added.path)).unwrap().unwrap();
+    assert_eq!(info.tree_hash, added.tree_hash);
+    assert_eq!(info.archive_size, added.archive_size);
+
+    // Again: same path, nothing written.
+    let again = store.add_path(&src.path().join("pkg"), None).unwrap();
+    assert!(again.already_valid);
+    assert_eq!(again.path, added.path);
+    // The content decides the path: a changed byte gives another.
+    fs::write(src.path().join("pkg/share/a.txt"), "other content\n").unwrap();
+    let changed = store.add_path(&src.path().join("pkg"), None).unwrap();
+    assert_ne!(changed.path, added.path);
+    // Nothing is left in the temporary area.
+    assert_eq!(
+        fs::read_dir(store.store_dir().join(".tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn special_files_are_refused_by_name() {
+    let root = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("p");
+    fs::create_dir(&dir).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(dir.join("pipe"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let store = Store::open(root.path()).unwrap();
+    let err = store.add_path(&dir, None).unwrap_err().to_string();
+    assert!(err.contains("pipe") && err.contains("FIFO"), "{err}");
+    assert_eq!(store.with_db(|db| db.all_valid()).unwrap().len(), 0);
+}
+
+fn add_file(store: &Store, dir: &Path, name: &str, content: &str) -> StorePath {
+    let file = dir.join(name);
+    fs::write(&file, content).unwrap();
+    store.add_path(&file, None).unwrap().path
+}
+
+#[test]
+fn gc_keeps_roots_and_collects_the_rest() {
+    let root = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let (kept, linked, garbage) = {
+        // A process that adds and exits: its temp roots go with it.
+        let adder = Store::open(root.path()).unwrap();
+        (
+            add_file(&adder, src.path(), "kept", "k"),
+            add_file(&adder, src.path(), "linked", "l"),
+            add_file(&adder, src.path(), "garbage", "g"),
+        )
+    };
+    let store = Store::open(root.path()).unwrap();
+    // A direct root (a profile) and an indirect one (a `result` link elsewhere).
+    std::os::unix::fs::symlink(kept.to_string(), store.state_dir().join("profiles/system"))
+        .unwrap();
+    let result = root.path().join("home/result");
+    fs::create_dir_all(result.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(linked.to_string(), &result).unwrap();
+    store
+        .add_indirect_root("result-1", Path::new("/home/result"))
+        .unwrap();
+
+    let dry = store
+        .collect_garbage(
+            GcOptions {
+                dry_run: true,
+                max_freed: None,
+            },
+            &|_| {},
+        )
+        .unwrap();
+    assert_eq!(dry.deleted, vec![garbage.clone()]);
+    assert!(store.physical(&garbage).exists());
+
+    let report = store
+        .collect_garbage(GcOptions::default(), &|_| {})
+        .unwrap();
+    assert_eq!(report.deleted, vec![garbage.clone()]);
+    assert_eq!(report.live, 2);
+    assert!(!store.physical(&garbage).exists());
+    assert!(!store.with_db(|db| db.is_valid(&garbage)).unwrap());
+    assert!(store.physical(&kept).exists() && store.physical(&linked).exists());
+
+    // The `result` link goes: its indirect root is pruned and the path collected.
+    fs::remove_file(&result).unwrap();
+    let report = store
+        .collect_garbage(GcOptions::default(), &|_| {})
+        .unwrap();
+    assert_eq!(report.deleted, vec![linked.clone()]);
+    assert!(!store.state_dir().join("gcroots/auto/result-1").exists());
+}
+
+#[test]
+fn temp_roots_of_a_live_process_protect_its_paths() {
+    let root = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let adder = Store::open(root.path()).unwrap();
+    let busy = add_file(&adder, src.path(), "busy", "b");
+    let collector = Store::open(root.path()).unwrap();
+    let report = collector
+        .collect_garbage(GcOptions::default(), &|_| {})
+        .unwrap();
+    assert!(report.deleted.is_empty());
+    drop(adder);
+    let report = collector
+        .collect_garbage(GcOptions::default(), &|_| {})
+        .unwrap();
+    assert_eq!(report.deleted, vec![busy]);
+}
+
+#[test]
+fn gc_frees_the_dedup_links_of_what_it_deletes() {
+    let root = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let links = root.path().join("nexis/store/.links");
+    {
+        let adder = Store::open(root.path()).unwrap();
+        add_file(&adder, src.path(), "one", "shared bytes");
+        let dir = src.path().join("two");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("copy"), "shared bytes").unwrap();
+        fs::write(dir.join("own"), "own bytes").unwrap();
+        adder.add_path(&dir, None).unwrap();
+    }
+    assert_eq!(fs::read_dir(&links).unwrap().count(), 2);
+    let store = Store::open(root.path()).unwrap();
+    let report = store
+        .collect_garbage(GcOptions::default(), &|_| {})
+        .unwrap();
+    assert_eq!(report.deleted.len(), 2);
+    assert_eq!(
+        fs::read_dir(&links).unwrap().count(),
+        0,
+        "no link outlives its last user"
+    );
+}
