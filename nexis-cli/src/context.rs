@@ -18,8 +18,8 @@ pub(crate) struct Context {
     pub(crate) json: bool,
     /// `--config`, as given.
     config: Option<PathBuf>,
-    /// `--root`. Accepted by every command so scripts can pass it uniformly; the
-    /// configuration commands do not touch the system, so they only log it.
+    /// `--root`: the system the store commands work on; the configuration commands do
+    /// not touch the system, so they only log it.
     root: PathBuf,
 }
 
@@ -31,6 +31,11 @@ impl Context {
             config: global.config.clone(),
             root: global.root.clone(),
         }
+    }
+
+    /// `--root`.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
     }
 
     /// The configuration file: `--config` made absolute, or the default for the current

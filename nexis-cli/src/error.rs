@@ -59,6 +59,28 @@ pub(crate) enum Error {
     /// `nexis config get` was given a key the configuration does not have.
     #[error("no key `{key}` in the configuration")]
     UnknownKey { key: String },
+    /// The store failed.
+    #[error("store operation failed")]
+    Store {
+        #[source]
+        source: nexis_store::StoreError,
+    },
+    /// Adding a path to the store failed.
+    #[error("cannot add {} to the store", path.display())]
+    Add {
+        path: PathBuf,
+        #[source]
+        source: nexis_store::AddError,
+    },
+    /// An argument is not a store path.
+    #[error(transparent)]
+    StorePath { source: nexis_store::PathError },
+    /// A store path argument is not valid in the store.
+    #[error("{path} is not valid in the store")]
+    NotValid { path: String },
+    /// Arguments that do not go together.
+    #[error("{message}")]
+    Usage { message: String },
     /// Writing data to stdout failed.
     #[error("cannot write to standard output")]
     Stdout {

@@ -41,8 +41,8 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
 
-    /// The root of the system to operate on (the store is DIR/nexis/store). The
-    /// configuration commands only read and edit the config file and do not use it yet
+    /// The root of the system to operate on: the store is DIR/nexis/store, its state
+    /// DIR/nexis/var/nexis (the configuration commands do not use it)
     #[arg(long, global = true, value_name = "DIR", default_value = "/")]
     root: PathBuf,
 
@@ -72,6 +72,8 @@ enum Command {
     Schema(cmd::schema::Args),
     Completions(cmd::completions::Args),
     Man(cmd::man::Args),
+    Store(cmd::store::Args),
+    Gc(cmd::gc::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +88,8 @@ fn main() -> ExitCode {
         Command::Schema(args) => cmd::schema::run(&ctx, args),
         Command::Completions(args) => cmd::completions::run(&ctx, args),
         Command::Man(args) => cmd::man::run(&ctx, args),
+        Command::Store(args) => cmd::store::run(&ctx, args),
+        Command::Gc(args) => cmd::gc::run(&ctx, args),
     };
     match result {
         Ok(code) => code,

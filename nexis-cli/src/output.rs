@@ -74,6 +74,11 @@ impl Output {
         }
     }
 
+    /// Something the user should know although the command goes on.
+    pub(crate) fn warn(&self, message: &str) {
+        self.message(ERROR, "warning", message);
+    }
+
     /// A side remark; not with `--quiet`.
     pub(crate) fn note(&self, message: &str) {
         if !self.quiet {

@@ -4,9 +4,11 @@ pub(crate) mod check;
 pub(crate) mod completions;
 pub(crate) mod config;
 pub(crate) mod eval;
+pub(crate) mod gc;
 pub(crate) mod init;
 pub(crate) mod man;
 pub(crate) mod schema;
+pub(crate) mod store;
 
 use std::fs;
 use std::io::Write;

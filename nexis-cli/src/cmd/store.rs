@@ -1,0 +1,227 @@
+//! `nexis store …`: work with the content-addressed store under `--root`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use nexis_store::{Store, StorePath};
+
+use crate::context::Context;
+use crate::error::Error;
+
+/// Work with the store: add paths, show what is known about them, follow references
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Add each file or directory as its own store path; print one store path per line,
+    /// in order
+    Add(AddArgs),
+    /// Show what the store knows about paths: hash, size, references, registration
+    PathInfo(PathsArgs),
+    /// Print the closure of paths: them and everything they refer to, transitively
+    Closure(PathsArgs),
+    /// Print the valid paths that refer to a path
+    Referrers(OneArgs),
+    /// Print the GC roots and where each comes from
+    Roots,
+}
+
+#[derive(Debug, clap::Args)]
+struct AddArgs {
+    /// Files or directories to add
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// The store path name (default: each argument's file name); only with one path
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct PathsArgs {
+    /// Store paths (`/nexis/store/<hash>-<name>`)
+    #[arg(required = true)]
+    paths: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct OneArgs {
+    /// A store path
+    path: String,
+}
+
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
+    let store = Store::open(ctx.root()).map_err(|source| Error::Store { source })?;
+    match &args.command {
+        Command::Add(a) => add(ctx, &store, a),
+        Command::PathInfo(a) => path_info(ctx, &store, &a.paths),
+        Command::Closure(a) => {
+            let paths = valid(&store, &a.paths)?;
+            let closure = store
+                .with_db(|db| db.closure(&paths))
+                .map_err(|e| Error::Store { source: e.into() })?;
+            list(ctx, closure.iter())
+        }
+        Command::Referrers(a) => {
+            let path = valid(&store, std::slice::from_ref(&a.path))?.remove(0);
+            let refs = store
+                .with_db(|db| db.referrers(&path))
+                .map_err(|e| Error::Store { source: e.into() })?;
+            list(ctx, refs.iter())
+        }
+        Command::Roots => {
+            let roots = store.roots().map_err(|source| Error::Store { source })?;
+            if ctx.json {
+                let value: serde_json::Map<String, serde_json::Value> = roots
+                    .iter()
+                    .map(|(p, from)| (p.to_string(), serde_json::json!(from)))
+                    .collect();
+                return ctx.out.json(&value.into()).map(|()| ExitCode::SUCCESS);
+            }
+            for (path, from) in &roots {
+                for f in from {
+                    ctx.out.data(&format!("{} -> {path}", f.display()))?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn parse(s: &str) -> Result<StorePath, Error> {
+    StorePath::parse(s).map_err(|source| Error::StorePath { source })
+}
+
+fn parse_all(paths: &[String]) -> Result<Vec<StorePath>, Error> {
+    paths.iter().map(|p| parse(p)).collect()
+}
+
+/// Parse paths and require each to be valid.
+fn valid(store: &Store, paths: &[String]) -> Result<Vec<StorePath>, Error> {
+    let paths = parse_all(paths)?;
+    for p in &paths {
+        let ok = store
+            .with_db(|db| db.is_valid(p))
+            .map_err(|e| Error::Store { source: e.into() })?;
+        if !ok {
+            return Err(Error::NotValid {
+                path: p.to_string(),
+            });
+        }
+    }
+    Ok(paths)
+}
+
+fn list<'a>(ctx: &Context, paths: impl Iterator<Item = &'a StorePath>) -> Result<ExitCode, Error> {
+    let paths: Vec<String> = paths.map(ToString::to_string).collect();
+    if ctx.json {
+        ctx.out.json(&serde_json::json!(paths))?;
+    } else {
+        for p in paths {
+            ctx.out.data(&p)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn add(ctx: &Context, store: &Store, args: &AddArgs) -> Result<ExitCode, Error> {
+    if args.name.is_some() && args.paths.len() > 1 {
+        return Err(Error::Usage {
+            message: "--name applies to a single path".into(),
+        });
+    }
+    let mut results = Vec::new();
+    for src in &args.paths {
+        let added = store
+            .add_path(src, args.name.as_deref())
+            .map_err(|source| Error::Add {
+                path: src.clone(),
+                source,
+            })?;
+        ctx.out.debug(
+            1,
+            &format!(
+                "{}: {} files, {} bytes, {} deduplicated{}",
+                src.display(),
+                added.files,
+                added.bytes,
+                added.deduplicated,
+                if added.already_valid {
+                    ", already valid"
+                } else {
+                    ""
+                }
+            ),
+        );
+        if ctx.json {
+            results.push(serde_json::json!({
+                "source": src,
+                "path": added.path.to_string(),
+                "tree-hash": blake3::Hash::from_bytes(added.tree_hash).to_hex().to_string(),
+                "archive-size": added.archive_size,
+                "files": added.files,
+                "bytes": added.bytes,
+                "deduplicated": added.deduplicated,
+                "already-valid": added.already_valid,
+            }));
+        } else {
+            ctx.out.data(&added.path.to_string())?;
+        }
+    }
+    if ctx.json {
+        ctx.out.json(&serde_json::Value::Array(results))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn path_info(ctx: &Context, store: &Store, paths: &[String]) -> Result<ExitCode, Error> {
+    let mut out = Vec::new();
+    let mut missing = false;
+    for p in parse_all(paths)? {
+        let info = store
+            .with_db(|db| db.query(&p))
+            .map_err(|e| Error::Store { source: e.into() })?;
+        let Some(info) = info else {
+            ctx.out.warn(&format!("{p} is not valid in the store"));
+            missing = true;
+            continue;
+        };
+        let refs: Vec<String> = info.references.iter().map(ToString::to_string).collect();
+        let hash = blake3::Hash::from_bytes(info.tree_hash)
+            .to_hex()
+            .to_string();
+        if ctx.json {
+            out.push(serde_json::json!({
+                "path": p.to_string(),
+                "tree-hash": format!("blake3:{hash}"),
+                "archive-size": info.archive_size,
+                "registered": info.registered,
+                "deriver": info.deriver.map(|d| d.to_string()),
+                "content-address": info.content_address,
+                "references": refs,
+                "signatures": info.signatures,
+            }));
+        } else {
+            ctx.out.data(&format!(
+                "{p}\n  tree-hash: blake3:{hash}\n  archive-size: {}\n  references: {}",
+                info.archive_size,
+                if refs.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    refs.join(" ")
+                }
+            ))?;
+        }
+    }
+    if ctx.json {
+        ctx.out.json(&serde_json::Value::Array(out))?;
+    }
+    Ok(if missing {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
