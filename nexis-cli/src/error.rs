@@ -78,6 +78,9 @@ pub(crate) enum Error {
     /// A store path argument is not valid in the store.
     #[error("{path} is not valid in the store")]
     NotValid { path: String },
+    /// `why-depends` found no chain.
+    #[error("{from} does not depend on {to}")]
+    NoDependency { from: String, to: String },
     /// Arguments that do not go together.
     #[error("{message}")]
     Usage { message: String },

@@ -352,6 +352,41 @@ impl Db {
         }
     }
 
+    /// The shortest chain of references from `from` to `to` (both included), if `from`
+    /// depends on `to` at all. Breadth first over the reference table.
+    pub fn why_depends(
+        &self,
+        from: &StorePath,
+        to: &StorePath,
+    ) -> Result<Option<Vec<StorePath>>, DbError> {
+        let mut parent: BTreeMap<StorePath, Option<StorePath>> = BTreeMap::new();
+        parent.insert(from.clone(), None);
+        let mut frontier = vec![from.clone()];
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for p in frontier {
+                if &p == to {
+                    let mut chain = vec![p.clone()];
+                    let mut at = &p;
+                    while let Some(Some(up)) = parent.get(at) {
+                        chain.push(up.clone());
+                        at = up;
+                    }
+                    chain.reverse();
+                    return Ok(Some(chain));
+                }
+                for r in self.references(&p)? {
+                    if !parent.contains_key(&r) {
+                        parent.insert(r.clone(), Some(p.clone()));
+                        next.push(r);
+                    }
+                }
+            }
+            frontier = next;
+        }
+        Ok(None)
+    }
+
     /// The closure of `paths`: them and everything they refer to, transitively (one
     /// recursive query).
     pub fn closure(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, DbError> {
@@ -534,6 +569,12 @@ mod tests {
         db.register(&[info(&c, &[]), info(&b, &[&c, &b]), info(&a, &[&b])])
             .unwrap();
         db.register(&[info(&d, &[&c])]).unwrap();
+        assert_eq!(
+            db.why_depends(&a, &c).unwrap(),
+            Some(vec![a.clone(), b.clone(), c.clone()])
+        );
+        assert_eq!(db.why_depends(&a, &a).unwrap(), Some(vec![a.clone()]));
+        assert_eq!(db.why_depends(&c, &a).unwrap(), None);
         assert!(db.is_valid(&a).unwrap());
         let q = db.query(&b).unwrap().unwrap();
         assert_eq!(q.references, [b.clone(), c.clone()].into());

@@ -28,6 +28,8 @@ enum Command {
     Referrers(OneArgs),
     /// Print the GC roots and where each comes from
     Roots,
+    /// Show why one path depends on another: the chain of references between them
+    WhyDepends(WhyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,6 +47,14 @@ struct PathsArgs {
     /// Store paths (`/nexis/store/<hash>-<name>`)
     #[arg(required = true)]
     paths: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct WhyArgs {
+    /// The path that depends
+    from: String,
+    /// The path depended on
+    to: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,6 +81,19 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
                 .with_db(|db| db.referrers(&path))
                 .map_err(|e| Error::Store { source: e.into() })?;
             list(ctx, refs.iter())
+        }
+        Command::WhyDepends(a) => {
+            let paths = valid(&store, &[a.from.clone(), a.to.clone()])?;
+            let chain = store
+                .with_db(|db| db.why_depends(&paths[0], &paths[1]))
+                .map_err(|e| Error::Store { source: e.into() })?;
+            match chain {
+                Some(chain) => list(ctx, chain.iter()),
+                None => Err(Error::NoDependency {
+                    from: a.from.clone(),
+                    to: a.to.clone(),
+                }),
+            }
         }
         Command::Roots => {
             let roots = store.roots().map_err(|source| Error::Store { source })?;
