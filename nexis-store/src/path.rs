@@ -268,3 +268,57 @@ mod tests {
         assert!(check_name(&"x".repeat(212)).is_err());
     }
 }
+
+#[cfg(test)]
+mod vectors {
+    //! The test vectors of `docs/store.md`.
+    use super::*;
+
+    #[test]
+    fn documented_vectors() {
+        let digest: [u8; 32] = *blake3::hash(b"hello").as_bytes();
+        let source = StorePath::new(
+            &ContentKind::Source { references: &[] },
+            &digest,
+            "hello-1.0",
+        )
+        .unwrap();
+        let output =
+            StorePath::new(&ContentKind::Output { output: "out" }, &digest, "hello-1.0").unwrap();
+        let text = StorePath::new(
+            &ContentKind::Text {
+                references: std::slice::from_ref(&source),
+            },
+            &digest,
+            "hello.drv",
+        )
+        .unwrap();
+        assert_eq!(
+            blake3::Hash::from_bytes(digest).to_hex().as_str(),
+            "ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f"
+        );
+        assert_eq!(
+            source.to_string(),
+            "/nexis/store/m63v9sx2idq9az7m9s3a64wmlqssf0ld-hello-1.0"
+        );
+        assert_eq!(
+            output.to_string(),
+            "/nexis/store/mi3j4snwqa4r4n0cc1baygzhqvnj83zz-hello-1.0"
+        );
+        assert_eq!(
+            text.to_string(),
+            "/nexis/store/8ra2wgaxp0p40m04ng004b03fzj7yrjm-hello.drv"
+        );
+        assert_eq!(
+            fingerprint(
+                &ContentKind::Text {
+                    references: std::slice::from_ref(&source)
+                },
+                &digest,
+                "hello.drv"
+            ),
+            "nexis-store-path-v1:text:/nexis/store/m63v9sx2idq9az7m9s3a64wmlqssf0ld-hello-1.0:\
+             blake3:ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f:/nexis/store:hello.drv"
+        );
+    }
+}
