@@ -108,7 +108,7 @@ pub fn evaluate(loader: &dyn Loader, root: &Path) -> Result<Evaluation, EvalErro
         })
     } else {
         let mut diagnostics = cx.diags;
-        dedup_and_sort(&mut diagnostics);
+        dedup_and_sort(&mut diagnostics, &cx.sources);
         Err(EvalError {
             diagnostics,
             sources: cx.sources,
@@ -116,10 +116,14 @@ pub fn evaluate(loader: &dyn Loader, root: &Path) -> Result<Evaluation, EvalErro
     }
 }
 
-/// Order diagnostics by place, and drop exact repeats.
-fn dedup_and_sort(diags: &mut Vec<Diagnostic>) {
+/// Order diagnostics by place, and drop exact repeats. Files are ordered by path, not by
+/// when they were read, so that the report does not depend on the order of `imports`.
+fn dedup_and_sort(diags: &mut Vec<Diagnostic>, sources: &Sources) {
     diags.sort_by(|a, b| {
-        let key = |d: &Diagnostic| d.span().map(|s| (s.file, s.start, s.end));
+        let key = |d: &Diagnostic| {
+            d.span()
+                .map(|s| (sources.get(s.file).path(), s.start, s.end))
+        };
         key(a).cmp(&key(b)).then_with(|| a.message.cmp(&b.message))
     });
     diags.dedup();

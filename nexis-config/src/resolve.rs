@@ -416,7 +416,11 @@ impl Resolver<'_> {
         for (name, recipe) in &spec.recipes {
             let at = name.span.unwrap_or(self.fallback);
             let file = self.sources.get(at.file).path().to_owned();
-            let ok = check_recipe(recipe, &name.value, at, &dir, &mut self.load_diags);
+            let named = check_recipe(recipe, &name.value, at, &dir, &mut self.load_diags);
+            // Inline recipes' paths are relative to their module, inside the configuration.
+            let module_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+            let inside = check_inside(recipe, &dir, &module_dir, &mut self.load_diags);
+            let ok = named && inside;
             names.insert(name.value.clone(), Vec::new());
             let key = (SELF_INPUT.to_owned(), name.value.clone());
             if ok {
@@ -886,8 +890,19 @@ fn check_inside(
     };
     let mut ok = true;
     for p in src.path.iter().chain(&src.patches) {
+        if p.starts_with('/') {
+            // Reported by `check_recipe`.
+            continue;
+        }
         let full = normalize(&recipe_dir.join(&p.value));
-        if !full.starts_with(input_dir) {
+        // `normalize` keeps the `..` it cannot apply, which a relative input folder (or
+        // the empty folder of a relative root module) would otherwise accept.
+        let inside = full.strip_prefix(input_dir).is_ok_and(|rest| {
+            !rest
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        });
+        if !inside {
             ok = false;
             diags.push(
                 Diagnostic::new("path", format!("`{}` points outside the input", p.value))
