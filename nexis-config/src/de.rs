@@ -270,7 +270,13 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let span = self.node.span;
         match &self.node.kind {
-            Kind::Str(s) | Kind::Datetime(s) => visitor.visit_str(s),
+            Kind::Str(s) => visitor.visit_str(s),
+            // No key of the schema is a date; a bare date where a string belongs is a
+            // forgotten pair of quotes.
+            Kind::Datetime(_) => Err(de::Error::invalid_type(
+                de::Unexpected::Other("a datetime (quote it to make a string)"),
+                &visitor,
+            )),
             Kind::Int(i) => visitor.visit_i64(*i),
             Kind::Float(f) => visitor.visit_f64(*f),
             Kind::Bool(b) => visitor.visit_bool(*b),

@@ -70,11 +70,21 @@ pub fn evaluate(loader: &dyn Loader, root: &Path) -> Result<Evaluation, EvalErro
     for m in modules {
         layers.extend(m.layers);
     }
+    // After a syntax error, what a module meant is unknown: report the syntax errors
+    // alone rather than guess (missing definitions would show as false errors).
+    if cx.diags.iter().any(|d| d.kind == "syntax") {
+        let mut diagnostics = cx.diags;
+        dedup_and_sort(&mut diagnostics, &cx.sources);
+        return Err(EvalError {
+            diagnostics,
+            sources: cx.sources,
+        });
+    }
     let mut tree = merge(layers, &mut cx.diags);
 
     let defaults = serde_json::to_value(SystemSpec::default()).expect("the spec serialises");
     let mut pkg_uses = Vec::new();
-    interp::interpolate_tree(
+    let failed = interp::interpolate_tree(
         &mut tree,
         &defaults,
         &cx.sources,
@@ -88,7 +98,22 @@ pub fn evaluate(loader: &dyn Loader, root: &Path) -> Result<Evaluation, EvalErro
 
     let root_file = FileId(0);
     let fallback = Span::file_start(root_file);
-    validate::validate(&spec, fallback, &mut cx.diags);
+    let mut checks = Vec::new();
+    validate::validate(&spec, &tree, fallback, &mut checks);
+    // A security tool's default package is needed because of its `enable`: point there.
+    for (tool, package) in [
+        ("firewall", &mut spec.security.firewall.package),
+        ("clamav", &mut spec.security.clamav.package),
+        ("maldet", &mut spec.security.maldet.package),
+        ("falco", &mut spec.security.falco.package),
+        ("suricata", &mut spec.security.suricata.package),
+    ] {
+        if package.span.is_none() {
+            package.span = tree.key_span(&["security", tool, "enable"]);
+        }
+    }
+    checks.retain(|d| d.span().is_none_or(|s| !failed.contains(&s)));
+    cx.diags.append(&mut checks);
     render_sources(&mut cx, &tree, &mut spec, &mut pkg_uses);
     let packages = resolve::resolve(
         &spec,
@@ -302,13 +327,44 @@ fn decode_spec(
     sink: &RefCell<Vec<Diagnostic>>,
     diags: &mut Vec<Diagnostic>,
 ) -> SystemSpec {
+    /// Decode, and after an error drop the offending value and try again, so that one
+    /// bad value does not hide the errors in its neighbours (a bounded number of times).
     fn one<T: for<'de> Deserialize<'de>>(
         node: &Node,
         path: &str,
         sink: &RefCell<Vec<Diagnostic>>,
         diags: &mut Vec<Diagnostic>,
     ) -> Option<T> {
-        decode(node, path, sink).map_err(|d| diags.push(d)).ok()
+        let mut node = std::borrow::Cow::Borrowed(node);
+        let mut removed_keys = Vec::new();
+        for _ in 0..32 {
+            match decode(&node, path, sink) {
+                Ok(v) => return Some(v),
+                Err(d) => {
+                    // A key missing because we removed it was reported already.
+                    let ours = d.kind == "missing-key"
+                        && removed_keys
+                            .iter()
+                            .any(|k: &String| d.message.contains(&format!("`{k}`")));
+                    if ours {
+                        return None;
+                    }
+                    let span = d.span();
+                    diags.push(d);
+                    let removed = span.and_then(|s| {
+                        (s != node.span)
+                            .then(|| node.to_mut().remove_at(s))
+                            .flatten()
+                    });
+                    match removed {
+                        Some(value::Removed::Key(k)) => removed_keys.push(k),
+                        Some(value::Removed::Element) => {}
+                        None => return None,
+                    }
+                }
+            }
+        }
+        None
     }
     fn entries<T: for<'de> Deserialize<'de>>(
         node: &Node,
@@ -408,6 +464,10 @@ fn render_sources(cx: &mut Cx<'_>, tree: &Table, spec: &mut SystemSpec, pkgs: &m
     let mut read: BTreeSet<PathBuf> = BTreeSet::new();
     for (source, text, template, vars) in jobs {
         let Some(src) = source.as_mut() else { continue };
+        // Validation refused sources outside the configuration folder; never read them.
+        if src.starts_with('/') || src.split('/').any(|c| c == "..") {
+            continue;
+        }
         let Some(span) = src.span else { continue };
         let base = cx
             .sources

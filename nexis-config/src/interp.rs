@@ -38,14 +38,16 @@ const SECTIONS: &[&str] = &[
     "system", "boot", "network", "security", "users", "groups", "services", "files", "packages",
 ];
 
-/// Interpolate every string in the merged tree except inputs and recipes.
+/// Interpolate every string in the merged tree except inputs and recipes. Returns the
+/// spans of the strings whose references failed: they keep their text, and later checks
+/// say nothing more about them (one mistake, one error).
 pub(crate) fn interpolate_tree(
     root: &mut Table,
     defaults: &serde_json::Value,
     sources: &Sources,
     pkgs: &mut Vec<PkgUse>,
     diags: &mut Vec<Diagnostic>,
-) {
+) -> Vec<Span> {
     // Work on a copy for lookups so references see the values as written.
     let snapshot = root.clone();
     let scope = Scope {
@@ -53,35 +55,52 @@ pub(crate) fn interpolate_tree(
         defaults,
         sources,
     };
+    let mut failed = Vec::new();
     for (key, entry) in &mut root.entries {
         if key == "inputs" || key == "recipes" {
             continue;
         }
         let mut path = vec![key.clone()];
-        walk(&mut entry.node, &mut path, None, &scope, pkgs, diags);
+        let mut cx = Walk {
+            scope: &scope,
+            pkgs,
+            diags,
+            failed: &mut failed,
+        };
+        walk(&mut entry.node, &mut path, None, &mut cx);
     }
+    failed
+}
+
+/// What the walk carries along.
+struct Walk<'s, 'a> {
+    scope: &'s Scope<'a>,
+    pkgs: &'s mut Vec<PkgUse>,
+    diags: &'s mut Vec<Diagnostic>,
+    failed: &'s mut Vec<Span>,
 }
 
 fn walk(
     node: &mut Node,
     path: &mut Vec<String>,
     vars: Option<&BTreeMap<String, String>>,
-    scope: &Scope<'_>,
-    pkgs: &mut Vec<PkgUse>,
-    diags: &mut Vec<Diagnostic>,
+    cx: &mut Walk<'_, '_>,
 ) {
     match &mut node.kind {
         Kind::Str(s) if s.contains('$') => {
             // The key being written is the first link of any cycle through it.
             let mut stack = vec![crate::merge::dotted(path)];
-            match interpolate(s, node.span, vars, scope, pkgs, &mut stack) {
+            match interpolate(s, node.span, vars, cx.scope, cx.pkgs, &mut stack) {
                 Ok(new) => *s = new,
-                Err(d) => diags.push(d),
+                Err(d) => {
+                    cx.diags.push(d);
+                    cx.failed.push(node.span);
+                }
             }
         }
         Kind::Array(items) => {
             for item in items {
-                walk(item, path, vars, scope, pkgs, diags);
+                walk(item, path, vars, cx);
             }
         }
         Kind::Table(t) => {
@@ -93,7 +112,7 @@ fn walk(
                     continue;
                 }
                 path.push(key.clone());
-                walk(&mut entry.node, path, vars, scope, pkgs, diags);
+                walk(&mut entry.node, path, vars, cx);
                 path.pop();
             }
         }

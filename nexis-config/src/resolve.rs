@@ -153,7 +153,22 @@ struct Input {
     dir: PathBuf,
     /// Package name → recipe files (empty for inline recipes).
     names: BTreeMap<String, Vec<PathBuf>>,
+    /// It could not be read (already reported): references into it say nothing more.
+    broken: bool,
 }
+
+impl Input {
+    fn broken() -> Input {
+        Input {
+            dir: PathBuf::new(),
+            names: BTreeMap::new(),
+            broken: true,
+        }
+    }
+}
+
+/// The kind of a lookup failure that an earlier error explains; never reported.
+const EXPLAINED: &str = "explained";
 
 struct Resolver<'a> {
     loader: &'a dyn Loader,
@@ -335,6 +350,16 @@ fn satisfied(
 impl Resolver<'_> {
     fn index_inputs(&mut self, spec: &SystemSpec) {
         for (name, url) in &spec.inputs {
+            let name = &name.value;
+            // A reference of an unknown scheme is reported by validation; reading it
+            // would only repeat the error.
+            if !crate::validate::INPUT_SCHEMES
+                .iter()
+                .any(|s| url.starts_with(s))
+            {
+                self.inputs.insert(name.clone(), Input::broken());
+                continue;
+            }
             let at = url.span.unwrap_or(self.fallback);
             let base = self
                 .sources
@@ -350,17 +375,12 @@ impl Resolver<'_> {
                         Diagnostic::new("input", format!("input `{name}` is not available"))
                             .primary(at, e.to_string()),
                     );
-                    self.inputs.insert(
-                        name.clone(),
-                        Input {
-                            dir: PathBuf::new(),
-                            names: BTreeMap::new(),
-                        },
-                    );
+                    self.inputs.insert(name.clone(), Input::broken());
                     continue;
                 }
             };
             let mut names: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+            let mut broken = false;
             // Recipes are in `packages/`, or at the top when there is no such folder.
             let listing = match self.loader.read_dir(&dir) {
                 Ok(top)
@@ -376,13 +396,20 @@ impl Resolver<'_> {
                 Ok(mut entries) => {
                     entries.sort();
                     for e in entries {
-                        let file_name = e.path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+                        let file_name = e
+                            .path
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .unwrap_or_default()
+                            .to_owned();
                         if e.is_dir {
                             if let Ok(mut inner) = self.loader.read_dir(&e.path) {
                                 inner.sort();
                                 let files: Vec<PathBuf> = inner
                                     .into_iter()
-                                    .filter(|f| !f.is_dir && f.path.extension().is_some_and(|x| x == "toml"))
+                                    .filter(|f| {
+                                        !f.is_dir && f.path.extension().is_some_and(|x| x == "toml")
+                                    })
                                     .map(|f| f.path)
                                     .collect();
                                 if !files.is_empty() {
@@ -394,13 +421,17 @@ impl Resolver<'_> {
                         }
                     }
                 }
-                Err(e) => self.load_diags.push(
-                    Diagnostic::new("input", format!("input `{name}` cannot be read"))
-                        .primary(at, e.to_string())
-                        .help("an input holds recipes as `packages/NAME.toml` or `packages/NAME/VERSION.toml` (or `NAME.toml` at its top)"),
-                ),
+                Err(e) => {
+                    broken = true;
+                    self.load_diags.push(
+                        Diagnostic::new("input", format!("input `{name}` cannot be read"))
+                            .primary(at, e.to_string())
+                            .help("an input holds recipes as `packages/NAME.toml` or `packages/NAME/VERSION.toml` (or `NAME.toml` at its top)"),
+                    );
+                }
             }
-            self.inputs.insert(name.clone(), Input { dir, names });
+            self.inputs
+                .insert(name.clone(), Input { dir, names, broken });
         }
     }
 
@@ -416,7 +447,7 @@ impl Resolver<'_> {
         for (name, recipe) in &spec.recipes {
             let at = name.span.unwrap_or(self.fallback);
             let file = self.sources.get(at.file).path().to_owned();
-            let named = check_recipe(recipe, &name.value, at, &dir, &mut self.load_diags);
+            let named = check_recipe(recipe, &name.value, at, None, &mut self.load_diags);
             // Inline recipes' paths are relative to their module, inside the configuration.
             let module_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
             let inside = check_inside(recipe, &dir, &module_dir, &mut self.load_diags);
@@ -434,8 +465,14 @@ impl Resolver<'_> {
             }
         }
         if !names.is_empty() {
-            self.inputs
-                .insert(SELF_INPUT.to_owned(), Input { dir, names });
+            self.inputs.insert(
+                SELF_INPUT.to_owned(),
+                Input {
+                    dir,
+                    names,
+                    broken: false,
+                },
+            );
         }
     }
 
@@ -503,6 +540,25 @@ impl Resolver<'_> {
             match found.remove(key) {
                 Some(mut out) => {
                     out.sort_by(|a, b| a.version.cmp(&b.version));
+                    // One recipe per version: two would make the choice depend on file names.
+                    out.dedup_by(|later, kept| {
+                        let same = later.version.as_str() == kept.version.as_str();
+                        if same {
+                            let at = |c: &Candidate| c.recipe.version.span;
+                            let mut d = Diagnostic::new(
+                                "duplicate",
+                                format!(
+                                    "two recipes for `{}#{}` version {}",
+                                    key.0, key.1, kept.version
+                                ),
+                            );
+                            if let (Some(a), Some(b)) = (at(later), at(kept)) {
+                                d = d.primary(a, "this one").secondary(b, "and this one");
+                            }
+                            self.load_diags.push(d.help("keep one recipe per version"));
+                        }
+                        same
+                    });
                     self.candidates.insert(key.clone(), out);
                 }
                 None => {
@@ -532,6 +588,9 @@ impl Resolver<'_> {
                     ),
                 ));
             };
+            if inp.broken {
+                return Err(Diagnostic::new(EXPLAINED, ""));
+            }
             if !inp.names.contains_key(&r.name) {
                 return Err(Diagnostic::new(
                     "reference",
@@ -558,6 +617,8 @@ impl Resolver<'_> {
             .collect();
         match found.as_slice() {
             [one] => Ok(((*one).clone(), r.name.clone())),
+            // It may be in an input that could not be read; that error says enough.
+            [] if self.inputs.values().any(|i| i.broken) => Err(Diagnostic::new(EXPLAINED, "")),
             [] => {
                 let searched: Vec<String> = self.inputs.keys().map(|k| format!("`{k}`")).collect();
                 let all = self
@@ -623,14 +684,19 @@ impl Resolver<'_> {
                         queue.push(key);
                     }
                 }
+                Err(d) if d.kind == EXPLAINED => {}
                 Err(mut d) => {
-                    if r.span.is_none() {
-                        // A default (a security tool's package): no place to point at.
-                        d.labels.clear();
+                    if reason.starts_with("security.") {
                         d.message = format!("{} (needed by `{reason}`)", d.message);
-                        d.help = Some(format!(
-                            "add a recipe for it to an input, or set `{reason}.package` to one that exists"
-                        ));
+                        if !d
+                            .help
+                            .as_deref()
+                            .is_some_and(|h| h.starts_with("did you mean"))
+                        {
+                            d.help = Some(format!(
+                                "add a recipe for it to an input, or set `{reason}.package` to one that exists"
+                            ));
+                        }
                     }
                     round.errors.push(d);
                 }
@@ -686,6 +752,7 @@ impl Resolver<'_> {
                                 next.push(dkey);
                             }
                         }
+                        Err(d) if d.kind == EXPLAINED => {}
                         Err(d) => round.errors.push(d),
                     }
                 }
@@ -755,7 +822,11 @@ fn parse_recipe(
     let recipe = recipe.map_err(|d| diags.push(d)).ok()?;
     let recipe_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let whole = Span::file_start(file);
-    let ok = check_recipe(&recipe, name, whole, &recipe_dir, diags)
+    let tree = match &node.kind {
+        value::Kind::Table(t) => Some(t),
+        _ => None,
+    };
+    let ok = check_recipe(&recipe, name, whole, tree, diags)
         & check_inside(&recipe, input_dir, &recipe_dir, diags);
     ok.then(|| Candidate {
         version: recipe.version.value.0.clone(),
@@ -765,14 +836,17 @@ fn parse_recipe(
 }
 
 /// Checks on a recipe on its own: name, source, build script.
+/// `tree` is the recipe file's parsed text, to point at keys (none for inline recipes,
+/// whose errors point at `at`).
 fn check_recipe(
     recipe: &Recipe,
     name: &str,
     at: Span,
-    dir: &Path,
+    tree: Option<&value::Table>,
     diags: &mut Vec<Diagnostic>,
 ) -> bool {
     let before = diags.len();
+    let place = |path: &[&str]| tree.and_then(|t| t.key_span(path)).unwrap_or(at);
     if let Some(n) = &recipe.name
         && n.value != name
     {
@@ -793,7 +867,7 @@ fn check_recipe(
                     "missing-key",
                     "recipe `[source]` has none of `url`, `git`, `path`",
                 )
-                .primary(at, "")
+                .primary(place(&["source"]), "no source given")
                 .help("say where the source comes from"),
             ),
             [_] => {}
@@ -861,7 +935,7 @@ fn check_recipe(
     match (&recipe.build.script, recipe.build.system) {
         (None, BuildSystem::Script) => diags.push(
             Diagnostic::new("missing-key", "`system = \"script\"` needs a `script`")
-                .primary(at, "")
+                .primary(place(&["build", "system"]), "no `script` in `[build]`")
                 .help("write the build commands in `[build] script = \"…\"`"),
         ),
         (Some(s), system) if system != BuildSystem::Script => diags.push(
@@ -874,7 +948,6 @@ fn check_recipe(
         ),
         _ => {}
     }
-    let _ = dir;
     diags.len() == before
 }
 

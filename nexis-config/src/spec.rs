@@ -20,7 +20,7 @@ use crate::version::{Version, VersionReq};
 pub struct SystemSpec {
     /// Flake inputs: name → reference (`path:./pkgs`, `git+https://…?ref=main`, `https://…/x.tar.gz`).
     #[serde(default)]
-    pub inputs: BTreeMap<String, Spanned<String>>,
+    pub inputs: BTreeMap<Spanned<String>, Spanned<String>>,
     /// Host identity and locale.
     #[serde(default)]
     pub system: System,
@@ -216,6 +216,11 @@ impl FromStr for PackageRef {
 
     fn from_str(text: &str) -> Result<PackageRef, String> {
         let (head, req) = match text.split_once('@') {
+            Some((_, "")) => {
+                return Err(format!(
+                    "`{text}` ends with `@`; write a requirement after it, e.g. `{text}>=1.2`"
+                ));
+            }
             Some((h, r)) => (h, Some(r)),
             None => (text, None),
         };

@@ -7,6 +7,7 @@ use crate::de::Spanned;
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::source::Span;
 use crate::spec::{ScanEngine, Service, ServiceType, SystemSpec, valid_input_name};
+use crate::value::Table;
 
 /// Groups every NexisOS system has, which users may join without declaring them.
 pub const BUILTIN_GROUPS: &[&str] = &[
@@ -25,6 +26,7 @@ const GENERATED_FILES: &[(&str, &str)] = &[
     ("/etc/gshadow", "[groups]"),
     ("/etc/hostname", "system.hostname"),
     ("/etc/localtime", "system.timezone"),
+    ("/etc/hosts", "system.hostname and [network.hosts]"),
 ];
 
 /// Home directories whose contents are the user's own data (mutable, never declared).
@@ -49,7 +51,8 @@ const KEY_TYPES: &[&str] = &[
     "sk-ecdsa-sha2-nistp256@openssh.com",
 ];
 
-const INPUT_SCHEMES: &[&str] = &[
+/// The reference schemes an input may use.
+pub(crate) const INPUT_SCHEMES: &[&str] = &[
     "path:",
     "git+https://",
     "git+http://",
@@ -62,10 +65,20 @@ const INPUT_SCHEMES: &[&str] = &[
 
 struct V<'a> {
     fallback: Span,
+    tree: &'a Table,
     diags: &'a mut Vec<Diagnostic>,
 }
 
 impl V<'_> {
+    /// Where the key at `path` was written (its nearest written ancestor when it was
+    /// not, as for a default).
+    fn key(&self, path: &[&str]) -> Span {
+        (1..=path.len())
+            .rev()
+            .find_map(|n| self.tree.key_span(&path[..n]))
+            .unwrap_or(self.fallback)
+    }
+
     fn at<T>(&self, s: &Spanned<T>) -> Span {
         s.span.unwrap_or(self.fallback)
     }
@@ -87,8 +100,17 @@ impl V<'_> {
 }
 
 /// Run every check, pushing one diagnostic per problem.
-pub(crate) fn validate(spec: &SystemSpec, fallback: Span, diags: &mut Vec<Diagnostic>) {
-    let mut v = V { fallback, diags };
+pub(crate) fn validate(
+    spec: &SystemSpec,
+    tree: &Table,
+    fallback: Span,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut v = V {
+        fallback,
+        tree,
+        diags,
+    };
     inputs(&mut v, spec);
     system(&mut v, spec);
     boot(&mut v, spec);
@@ -101,10 +123,10 @@ pub(crate) fn validate(spec: &SystemSpec, fallback: Span, diags: &mut Vec<Diagno
 
 fn inputs(v: &mut V<'_>, spec: &SystemSpec) {
     for (name, url) in &spec.inputs {
-        if !valid_input_name(name) || name == "self" {
+        if !valid_input_name(name) || name.value == "self" {
             v.err(
                 "invalid-value",
-                v.at(url),
+                v.at(name),
                 format!("`{name}` cannot name an input"),
                 "bad input name",
                 Some("input names start with a letter and use letters, digits, `_` and `-`; `self` is reserved for inline recipes".into()),
@@ -579,6 +601,14 @@ fn files(v: &mut V<'_>, spec: &SystemSpec) {
                     "outside the declarable areas",
                     Some(why),
                 );
+            } else if path.value == "/etc/resolv.conf" && !spec.network.nameservers.is_empty() {
+                v.err(
+                    "policy",
+                    at,
+                    "`/etc/resolv.conf` is generated from network.nameservers".into(),
+                    "generated file",
+                    Some("declare it here only when `network.nameservers` is empty".into()),
+                );
             } else if let Some((_, from)) = GENERATED_FILES.iter().find(|(f, _)| *f == path.value) {
                 v.err(
                     "policy",
@@ -648,6 +678,11 @@ fn policy(path: &str) -> Option<String> {
     let under = |dir: &str| path == dir || path.starts_with(&format!("{dir}/"));
     if (under("/etc") && path != "/etc") || (under("/var/lib") && path != "/var/lib") {
         return None;
+    }
+    if path == "/etc" || path == "/var/lib" {
+        return Some(format!(
+            "`{path}` is a directory; declare the files below it"
+        ));
     }
     Some(if under("/home") || under("/root") {
         "home files are declared per user, under `[users.NAME.files]`".into()
@@ -970,6 +1005,7 @@ fn security(v: &mut V<'_>, spec: &SystemSpec) {
                 "missing-key",
                 "on-access scanning is on but `on-access-paths` is empty",
             )
+            .primary(v.key(&["security", "clamav", "on-access"]), "needs paths")
             .help("list the directories to watch, e.g. `on-access-paths = [\"/home\"]`"),
         );
     }
@@ -978,13 +1014,17 @@ fn security(v: &mut V<'_>, spec: &SystemSpec) {
         check_abs_path(v, p, "path");
     }
     if m.enable && m.monitor_paths.is_empty() {
-        v.diags.push(Diagnostic::new("missing-key", "maldet is enabled but `monitor-paths` is empty").help("list the directories maldet watches, e.g. `monitor-paths = [\"/home\", \"/var/www\"]`"));
+        v.diags.push(Diagnostic::new("missing-key", "maldet is enabled but `monitor-paths` is empty").primary(v.key(&["security", "maldet", "enable"]), "needs paths to watch").help("list the directories maldet watches, e.g. `monitor-paths = [\"/home\", \"/var/www\"]`"));
     }
     if m.enable && m.scan_engine == ScanEngine::Clamav && !c.enable {
         v.diags.push(
             Diagnostic::new(
                 "reference",
                 "maldet uses the ClamAV engine but ClamAV is not enabled",
+            )
+            .primary(
+                v.key(&["security", "maldet", "scan-engine"]),
+                "needs ClamAV",
             )
             .help(
                 "set `security.clamav.enable = true` or `security.maldet.scan-engine = \"native\"`",
@@ -1016,6 +1056,10 @@ fn security(v: &mut V<'_>, spec: &SystemSpec) {
             Diagnostic::new(
                 "missing-key",
                 "suricata is enabled but `interfaces` is empty",
+            )
+            .primary(
+                v.key(&["security", "suricata", "enable"]),
+                "needs interfaces",
             )
             .help("list the interfaces to watch, e.g. `interfaces = [\"eth0\"]`"),
         );

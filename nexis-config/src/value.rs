@@ -102,6 +102,60 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Remove the value written at `span` (a table entry or an array element) from this
+    /// tree; returns its key when it was a table entry. `None` when nothing below this
+    /// node has that span.
+    pub(crate) fn remove_at(&mut self, span: Span) -> Option<Removed> {
+        match &mut self.kind {
+            Kind::Table(t) => {
+                let hit = t
+                    .entries
+                    .iter()
+                    .find(|(_, e)| e.node.span == span || e.key_span == span)
+                    .map(|(k, _)| k.clone());
+                if let Some(key) = hit {
+                    t.entries.remove(&key);
+                    return Some(Removed::Key(key));
+                }
+                t.entries.values_mut().find_map(|e| e.node.remove_at(span))
+            }
+            Kind::Array(items) => {
+                if let Some(i) = items.iter().position(|n| n.span == span) {
+                    items.remove(i);
+                    return Some(Removed::Element);
+                }
+                items.iter_mut().find_map(|n| n.remove_at(span))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Table {
+    /// Where the key at `path` was written, if it was.
+    pub(crate) fn key_span(&self, path: &[&str]) -> Option<Span> {
+        let (first, rest) = path.split_first()?;
+        let entry = self.entries.get(*first)?;
+        if rest.is_empty() {
+            return Some(entry.key_span);
+        }
+        match &entry.node.kind {
+            Kind::Table(t) => t.key_span(rest),
+            _ => None,
+        }
+    }
+}
+
+/// What [`Node::remove_at`] took out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Removed {
+    /// The entry with this key.
+    Key(String),
+    /// An array element.
+    Element,
+}
+
 /// Parse one TOML file into a [`Node`] table.
 pub(crate) fn parse(file: FileId, text: &str) -> Result<Node, Diagnostic> {
     let doc = toml_edit::Document::parse(text).map_err(|e| {

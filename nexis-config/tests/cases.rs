@@ -8,8 +8,8 @@
 //! `NAME.expected` holds what evaluation gives: `ok` and the JSON, or the rendered
 //! errors. Run with `NEXIS_BLESS=1` to write the expected files anew, then review the diff.
 //!
-//! `tests/fixtures/fuzzed/*` are inputs the fuzzer found; each is evaluated as a single
-//! `nexis.toml` and must give a result or errors, never a panic.
+//! `tests/fixtures/fuzzed/*` are inputs the fuzzer found; each is read as a bundle (as
+//! the `eval` fuzz target does) and must give a result or errors, never a panic.
 
 use std::fmt::Write as _;
 use std::path::Path;
