@@ -21,9 +21,9 @@ use rayon::prelude::*;
 
 use crate::db::PathInfo;
 use crate::gc::remove_tree;
+use crate::hash::{DirHasher, LARGE_FILE, file_hash, symlink_hash};
 use crate::path::{ContentKind, PathError, StorePath, check_name};
 use crate::store::{Store, StoreError, io_err};
-use crate::tree::{LARGE_FILE, dir_node, file_node, symlink_node};
 
 /// Adding a tree failed.
 #[derive(Debug, thiserror::Error)]
@@ -347,7 +347,7 @@ fn copy_file(
     f.set_modified(UNIX_EPOCH + MTIME).map_err(io_err(to))?;
     drop(f);
     fs::set_permissions(to, fs::Permissions::from_mode(mode)).map_err(io_err(to))?;
-    let hash = file_node(*executable, *size, &content);
+    let hash = file_hash(*executable, *size, &content);
     // Dedup: one inode per (content, executable bit).
     let link = links.join(crate::base32::encode(&hash));
     // Other failures (too many links, another filesystem) only lose the optimisation.
@@ -389,11 +389,11 @@ fn finish(
         }
         Node::Symlink { target } => {
             stats.archive_size += 8 + pad8(target.len() as u64);
-            symlink_node(target)
+            symlink_hash(target)
         }
         Node::Dir { entries } => {
             stats.archive_size += 8;
-            let mut children = Vec::with_capacity(entries.len());
+            let mut dir = DirHasher::new(entries.len() as u64);
             for (name, child) in entries {
                 stats.archive_size += 8 + pad8(name.len() as u64);
                 let h = finish(
@@ -402,12 +402,12 @@ fn finish(
                     file_hashes,
                     stats,
                 )?;
-                children.push((name.as_slice(), h));
+                dir.entry(name, &h);
             }
             let d = File::open(dest).map_err(io_err(dest))?;
             d.set_modified(UNIX_EPOCH + MTIME).map_err(io_err(dest))?;
             fs::set_permissions(dest, fs::Permissions::from_mode(0o555)).map_err(io_err(dest))?;
-            dir_node(children.iter().map(|(n, h)| (*n, h)))
+            dir.finish()
         }
     })
 }

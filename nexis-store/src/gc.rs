@@ -367,7 +367,7 @@ fn remove_garbage(path: &Path, links: &Path) -> Result<(), StoreError> {
             let executable = now.permissions().mode() & 0o111 != 0;
             let mut h = blake3::Hasher::new();
             if h.update_reader(&file).is_ok() {
-                let node = crate::tree::file_node(executable, now.len(), h.finalize().as_bytes());
+                let node = crate::hash::file_hash(executable, now.len(), h.finalize().as_bytes());
                 let link = links.join(crate::base32::encode(&node));
                 if fs::symlink_metadata(&link)
                     .is_ok_and(|l| l.ino() == now.ino() && l.dev() == now.dev())
@@ -381,22 +381,11 @@ fn remove_garbage(path: &Path, links: &Path) -> Result<(), StoreError> {
     fs::remove_file(path).map_err(io_err(path))
 }
 
-/// Remove a tree whose directories may be read-only (store paths are).
+/// Remove a tree whose directories may be read-only (store paths are); nothing to do
+/// when it is already gone.
 pub(crate) fn remove_tree(path: &Path) -> Result<(), StoreError> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err(path)(e)),
-    };
-    if meta.is_dir() {
-        if meta.permissions().mode() & 0o700 != 0o700 {
-            fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io_err(path))?;
-        }
-        for entry in fs::read_dir(path).map_err(io_err(path))? {
-            remove_tree(&entry.map_err(io_err(path))?.path())?;
-        }
-        fs::remove_dir(path).map_err(io_err(path))
-    } else {
-        fs::remove_file(path).map_err(io_err(path))
+    if fs::symlink_metadata(path).is_err() {
+        return Ok(());
     }
+    crate::archive::remove_tree(path).map_err(StoreError::from)
 }

@@ -6,24 +6,52 @@
 //! signatures and the binary-cache layout. Every write is atomic: build into a temporary
 //! path in the store's filesystem, fsync, rename, then register in one transaction.
 //!
-//! Built so far: store paths and their fingerprints ([`StorePath`]) and the base-32
-//! encoding. The rest is filled by the store issue.
+//! Built so far: store paths and their fingerprints ([`StorePath`], `docs/store.md`);
+//! the tree hash ([`hash_path`]) and the canonical archive ([`write_archive`],
+//! [`read_archive`] with a [`Visitor`], [`unpack_archive`], [`list_archive`],
+//! `docs/archive.md`); the metadata database ([`Db`]); adding trees atomically with
+//! deduplication ([`Store::add_path`]); GC roots, temp roots and crash-safe garbage
+//! collection ([`Store::collect_garbage`]); reference scanning ([`RefScanner`]); Ed25519
+//! keys and signatures ([`SecretKey`], [`PublicKey`]). Still to come (store issue):
+//! verify/repair, export/import, binary caches, `optimise`.
+//!
+//! ```
+//! let root = tempfile::tempdir()?;
+//! let src = tempfile::tempdir()?;
+//! std::fs::write(src.path().join("hello.txt"), "hello\n")?;
+//! let store = nexis_store::Store::open(root.path())?;
+//! let added = store.add_path(&src.path().join("hello.txt"), None)?;
+//! assert!(added.path.to_string().starts_with("/nexis/store/"));
+//! assert_eq!(nexis_store::hash_path(&store.physical(&added.path))?.hash, added.tree_hash);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod add;
+mod archive;
 mod base32;
 mod db;
 mod gc;
+mod hash;
 mod path;
+mod refs;
+mod sign;
 mod store;
-mod tree;
+mod walk;
 
 pub use add::{AddError, Added};
+pub use archive::{
+    ArchiveError, Entry, EntryKind, LimitKind, Limits, Listing, MAGIC as ARCHIVE_MAGIC,
+    MAX_ENTRY_NAME_LEN, MAX_TARGET_LEN, Malformation, Visitor, list_archive, read_archive,
+    remove_tree, unpack_archive, write_archive,
+};
 pub use base32::{ALPHABET as BASE32_ALPHABET, decode as base32_decode, encode as base32_encode};
 pub use db::{Db, DbError, PathInfo};
 pub use gc::{GcOptions, GcProgress, GcReport};
+pub use hash::{TreeInfo, hash_path};
 pub use path::{
     ContentKind, HASH_BYTES, HASH_CHARS, MAX_NAME_LEN, PathError, STORE_DIR, StorePath, check_name,
     fingerprint,
 };
+pub use refs::RefScanner;
+pub use sign::{PublicKey, SecretKey, SignError, fingerprint as signing_fingerprint, trusted_by};
 pub use store::{Store, StoreError};
-pub use tree::{dir_node, file_node, symlink_node};

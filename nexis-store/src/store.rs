@@ -41,6 +41,9 @@ pub enum StoreError {
     /// The metadata database failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// Reading, writing or removing a tree failed.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {

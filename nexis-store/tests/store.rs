@@ -187,3 +187,24 @@ fn gc_frees_the_dedup_links_of_what_it_deletes() {
         "no link outlives its last user"
     );
 }
+
+#[test]
+fn adding_hashing_and_archiving_agree() {
+    let root = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    tree(&src.path().join("pkg"));
+    let store = Store::open(root.path()).unwrap();
+    let added = store.add_path(&src.path().join("pkg"), None).unwrap();
+    let source = nexis_store::hash_path(&src.path().join("pkg")).unwrap();
+    let stored = nexis_store::hash_path(&store.physical(&added.path)).unwrap();
+    assert_eq!(added.tree_hash, source.hash);
+    assert_eq!(
+        stored.hash, source.hash,
+        "canonicalising changes no hashed property"
+    );
+    assert_eq!(added.archive_size, source.archive_size);
+    let mut bytes = Vec::new();
+    let written = nexis_store::write_archive(&store.physical(&added.path), &mut bytes).unwrap();
+    assert_eq!(written.hash, added.tree_hash);
+    assert_eq!(bytes.len() as u64, added.archive_size);
+}
