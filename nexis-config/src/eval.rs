@@ -117,6 +117,7 @@ pub fn evaluate(loader: &dyn Loader, root: &Path) -> Result<Evaluation, EvalErro
     render_sources(&mut cx, &tree, &mut spec, &mut pkg_uses);
     let packages = resolve::resolve(
         &spec,
+        &tree,
         &pkg_uses,
         fallback,
         cx.loader,

@@ -189,8 +189,10 @@ struct Constraint {
 }
 
 /// Resolve every package the configuration asks for.
+/// `tree` is the merged configuration, for pointing at keys of inline recipes.
 pub(crate) fn resolve(
     spec: &SystemSpec,
+    tree: &value::Table,
     uses: &[PkgUse],
     fallback: Span,
     loader: &dyn Loader,
@@ -207,7 +209,7 @@ pub(crate) fn resolve(
         load_diags: Vec::new(),
     };
     r.index_inputs(spec);
-    r.inline_recipes(spec);
+    r.inline_recipes(spec, tree);
 
     let roots = roots(spec, uses);
     let mut prev: BTreeMap<Key, Vec<Constraint>> = BTreeMap::new();
@@ -435,7 +437,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn inline_recipes(&mut self, spec: &SystemSpec) {
+    fn inline_recipes(&mut self, spec: &SystemSpec, tree: &value::Table) {
         let dir = self
             .sources
             .get(crate::source::FileId(0))
@@ -447,7 +449,18 @@ impl Resolver<'_> {
         for (name, recipe) in &spec.recipes {
             let at = name.span.unwrap_or(self.fallback);
             let file = self.sources.get(at.file).path().to_owned();
-            let named = check_recipe(recipe, &name.value, at, None, &mut self.load_diags);
+            let own = tree
+                .entries
+                .get("recipes")
+                .and_then(|e| match &e.node.kind {
+                    value::Kind::Table(t) => t.entries.get(&name.value),
+                    _ => None,
+                })
+                .and_then(|e| match &e.node.kind {
+                    value::Kind::Table(t) => Some(t),
+                    _ => None,
+                });
+            let named = check_recipe(recipe, &name.value, at, own, &mut self.load_diags);
             // Inline recipes' paths are relative to their module, inside the configuration.
             let module_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
             let inside = check_inside(recipe, &dir, &module_dir, &mut self.load_diags);
