@@ -20,4 +20,7 @@ for spec in \
     i=$((i + 1))
     printf "$spec" > "$here/corpus/version/seed-$i"
 done
+# cache_info: the replayed fixtures (each parser error, and infos that parse).
+mkdir -p "$here/corpus/cache_info"
+cp "$here/../nexis-store/tests/fixtures/fuzzed-info"/[0-9a-f]* "$here/corpus/cache_info/"
 echo "seeded $(ls "$here/corpus/eval" | wc -l) eval and $i version inputs"

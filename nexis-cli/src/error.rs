@@ -72,6 +72,50 @@ pub(crate) enum Error {
         #[source]
         source: nexis_store::AddError,
     },
+    /// Exporting failed.
+    #[error("cannot export to {to}")]
+    Export {
+        to: String,
+        #[source]
+        source: Box<nexis_store::ExportError>,
+    },
+    /// Importing failed; the store is unchanged.
+    #[error("cannot import {from}")]
+    Import {
+        from: String,
+        #[source]
+        source: Box<nexis_store::ImportError>,
+    },
+    /// Copying to a binary cache failed.
+    #[error("cannot copy to {url}")]
+    CopyTo {
+        url: String,
+        #[source]
+        source: Box<nexis_store::CacheError>,
+    },
+    /// Copying from a binary cache failed; the store is unchanged.
+    #[error("cannot copy from {url}")]
+    CopyFrom {
+        url: String,
+        #[source]
+        source: Box<nexis_store::CacheError>,
+    },
+    /// A secret key file does not hold a secret key.
+    #[error("{} does not hold a secret key", path.display())]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: nexis_store::SignError,
+    },
+    /// A `--trusted-key` is not a public key.
+    #[error(transparent)]
+    TrustedKey { source: nexis_store::SignError },
+    /// A key could not be made.
+    #[error("cannot make a key")]
+    GenerateKey {
+        #[source]
+        source: nexis_store::SignError,
+    },
     /// An argument is not a store path.
     #[error(transparent)]
     StorePath { source: nexis_store::PathError },
@@ -84,6 +128,27 @@ pub(crate) enum Error {
     /// Arguments that do not go together.
     #[error("{message}")]
     Usage { message: String },
+    /// Adding several paths to the store failed (the cause names the file).
+    #[error("cannot add the {count} paths to the store")]
+    AddMany {
+        count: usize,
+        #[source]
+        source: nexis_store::AddError,
+    },
+    /// Reading inside a store path failed.
+    #[error("cannot read {} in the store", location.display())]
+    Browse {
+        location: PathBuf,
+        #[source]
+        source: nexis_store::BrowseError,
+    },
+    /// Hashing a tree failed.
+    #[error("cannot hash {}", path.display())]
+    Hash {
+        path: PathBuf,
+        #[source]
+        source: nexis_store::ArchiveError,
+    },
     /// Writing data to stdout failed.
     #[error("cannot write to standard output")]
     Stdout {

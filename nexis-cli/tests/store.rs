@@ -75,3 +75,219 @@ fn a_bad_store_path_argument_is_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nix/store/abc-x"));
 }
+
+/// Run `nexis --root ROOT ARGS…` with `input` on standard input.
+fn nexis_with_input(root: &Path, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nexis"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Add a file holding `text` to the store under `root`; its store path.
+fn add_one(root: &Path, name: &str, text: &str) -> String {
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join(name);
+    std::fs::write(&file, text).unwrap();
+    stdout(&nexis(root, &["store", "add", file.to_str().unwrap()]))
+        .trim()
+        .to_owned()
+}
+
+/// `generate-key NAME` into files in `dir`: (secret key file, public key).
+fn key_files(dir: &Path, name: &str) -> (String, String) {
+    let secret = dir.join(format!("{name}.sec"));
+    let public = dir.join(format!("{name}.pub"));
+    let out = stdout(&nexis(
+        dir,
+        &[
+            "store",
+            "generate-key",
+            name,
+            "--out-secret",
+            secret.to_str().unwrap(),
+            "--out-public",
+            public.to_str().unwrap(),
+        ],
+    ));
+    let public_key = std::fs::read_to_string(&public).unwrap().trim().to_owned();
+    assert_eq!(out.trim(), public_key);
+    (secret.display().to_string(), public_key)
+}
+
+#[test]
+fn generate_key_prints_or_writes_a_key_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout(&nexis(dir.path(), &["store", "generate-key", "test-1"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l.starts_with("test-1:")));
+    assert!(lines[0].len() > lines[1].len(), "secret first, then public");
+
+    let (secret, _) = key_files(dir.path(), "test-2");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&secret).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // Never overwritten.
+    let again = nexis(
+        dir.path(),
+        &[
+            "store",
+            "generate-key",
+            "test-2",
+            "--out-secret",
+            &secret,
+            "--out-public",
+            "/dev/null",
+        ],
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let bad = nexis(dir.path(), &["store", "generate-key", "no spaces"]);
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn sign_export_and_import_between_roots() {
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public) = key_files(keys.path(), "test-1");
+    let from = tempfile::tempdir().unwrap();
+    let path = add_one(from.path(), "hello", "hello\n");
+    stdout(&nexis(
+        from.path(),
+        &["store", "sign", "--key", &secret, &path],
+    ));
+    let info = stdout(&nexis(
+        from.path(),
+        &["--json", "store", "path-info", &path],
+    ));
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert!(
+        info[0]["signatures"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("test-1:")
+    );
+
+    let file = keys.path().join("hello.nxexport");
+    stdout(&nexis(
+        from.path(),
+        &[
+            "store",
+            "export",
+            "--compression",
+            "gzip",
+            "--output",
+            file.to_str().unwrap(),
+            &path,
+        ],
+    ));
+    let file = file.to_str().unwrap();
+
+    // Not trusted: refused, naming the path.
+    let to = tempfile::tempdir().unwrap();
+    let refused = nexis(to.path(), &["store", "import", file]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains(&path) && err.contains("not signed by a trusted key"),
+        "{err}"
+    );
+    // Trusted: imported, printed.
+    let out = stdout(&nexis(
+        to.path(),
+        &["store", "import", "--trusted-key", &public, file],
+    ));
+    assert_eq!(out.lines().collect::<Vec<_>>(), [path.as_str()]);
+    stdout(&nexis(to.path(), &["store", "path-info", &path]));
+
+    // Through pipes, uncompressed, without signature checks.
+    let stream = nexis(
+        from.path(),
+        &["store", "export", "--compression", "none", &path],
+    );
+    assert!(stream.status.success());
+    assert!(stream.stdout.starts_with(b"nexis-export-v1\n"));
+    let other = tempfile::tempdir().unwrap();
+    let imported = nexis_with_input(
+        other.path(),
+        &["--json", "store", "import", "--no-require-sigs", "-"],
+        &stream.stdout,
+    );
+    let imported: serde_json::Value = serde_json::from_str(&stdout(&imported)).unwrap();
+    assert_eq!(imported, serde_json::json!([path]));
+}
+
+#[test]
+fn copy_to_and_from_a_file_cache() {
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public) = key_files(keys.path(), "cache-1");
+    let from = tempfile::tempdir().unwrap();
+    let path = add_one(from.path(), "hello", "hello\n");
+    let cache = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", cache.path().display());
+
+    let out = stdout(&nexis(
+        from.path(),
+        &["store", "copy", "--to", &url, "--key", &secret, &path],
+    ));
+    assert_eq!(out.trim(), path);
+    assert!(cache.path().join("nexis-cache-info").is_file());
+    let again = stdout(&nexis(
+        from.path(),
+        &["--json", "store", "copy", "--to", &url, &path],
+    ));
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(
+        again,
+        serde_json::json!({ "copied": [], "skipped": [path] })
+    );
+
+    let to = tempfile::tempdir().unwrap();
+    // A key of the same name that is not the cache's.
+    let wrong = key_files(tempfile::tempdir().unwrap().path(), "cache-1").1;
+    let refused = nexis(
+        to.path(),
+        &[
+            "store",
+            "copy",
+            "--from",
+            &url,
+            "--trusted-key",
+            &wrong,
+            &path,
+        ],
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("not signed by a trusted key"), "{err}");
+    let out = stdout(&nexis(
+        to.path(),
+        &[
+            "store",
+            "copy",
+            "--from",
+            &url,
+            "--trusted-key",
+            &public,
+            &path,
+        ],
+    ));
+    assert_eq!(out.trim(), path);
+    stdout(&nexis(to.path(), &["store", "path-info", &path]));
+
+    let http = nexis(
+        from.path(),
+        &["store", "copy", "--to", "https://cache.example.org", &path],
+    );
+    assert!(!http.status.success());
+    assert!(String::from_utf8_lossy(&http.stderr).contains("not supported yet"));
+}

@@ -7,7 +7,9 @@
 //! content and executable bit) become hard links to one inode kept under `.links/`.
 //! Then directories are made read-only, the filesystem is synced, and under the per-path
 //! lock the tree is renamed to its final name and registered in one transaction. Adding a
-//! path that is already valid only costs the hashing.
+//! path that is already valid only costs the hashing. Given candidate references, the copy
+//! is scanned for them ([`RefScanner`]) and those found become part of the path's
+//! fingerprint and its registration.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -19,10 +21,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
-use crate::db::PathInfo;
+use crate::db::{DbError, PathInfo};
 use crate::gc::remove_tree;
 use crate::hash::{DirHasher, LARGE_FILE, file_hash, symlink_hash};
 use crate::path::{ContentKind, PathError, StorePath, check_name};
+use crate::refs::RefScanner;
 use crate::store::{Store, StoreError, io_err};
 
 /// Adding a tree failed.
@@ -39,6 +42,9 @@ pub enum AddError {
     /// The name is not a valid store path name.
     #[error(transparent)]
     Name(#[from] PathError),
+    /// A source file changed size while it was being added.
+    #[error("{0}: changed while it was being added")]
+    Changed(PathBuf),
     /// The source has no usable file name to take the name from.
     #[error("{0}: cannot take a store path name from it; give one")]
     NoName(PathBuf),
@@ -158,10 +164,27 @@ use std::os::unix::ffi::OsStrExt as _;
 
 const MTIME: Duration = Duration::from_secs(1);
 
+/// Paths installed under one set of locks by [`Store::add_paths`]: bounds the lock files
+/// held open at once (each is a descriptor) while amortising the syncs over many paths.
+pub(crate) const LOCK_CHUNK: usize = 512;
+
 impl Store {
     /// Add the tree at `src` (a file, directory or symlink) as a content-addressed
     /// path named `name` (by default the last component of `src`).
     pub fn add_path(&self, src: &Path, name: Option<&str>) -> Result<Added, AddError> {
+        self.add_path_with_references(src, name, &[])
+    }
+
+    /// Add the tree at `src` like [`Store::add_path`], recording as its references those
+    /// of `candidates` (valid store paths) whose hash part occurs in it (see
+    /// [`RefScanner`](crate::RefScanner)). The references are part of the path's
+    /// fingerprint, so the same tree with other references is another path.
+    pub fn add_path_with_references(
+        &self,
+        src: &Path,
+        name: Option<&str>,
+        candidates: &[StorePath],
+    ) -> Result<Added, AddError> {
         let name = match name {
             Some(n) => n.to_owned(),
             None => src
@@ -176,15 +199,36 @@ impl Store {
 
         let tmp = self.temp_dir()?;
         let dest_root = tmp.join("t");
-        let result = self.copy_tree(&tree, &dest_root, &tmp);
-        let (tree_hash, stats) = match result {
+        let result = self.copy_tree(&tree, &dest_root, &tmp).and_then(|r| {
+            let refs = RefScanner::new(candidates).scan_tree(&dest_root)?;
+            Ok((r, refs))
+        });
+        let ((tree_hash, stats), references) = match result {
             Ok(r) => r,
             Err(e) => {
                 let _ = remove_tree(&tmp);
                 return Err(e);
             }
         };
-        let path = StorePath::new(&ContentKind::Source { references: &[] }, &tree_hash, &name)?;
+        let ref_list: Vec<StorePath> = references.iter().cloned().collect();
+        let path = StorePath::new(
+            &ContentKind::Source {
+                references: &ref_list,
+            },
+            &tree_hash,
+            &name,
+        )?;
+        // References must be valid: checked before anything moves into the store.
+        for reference in &ref_list {
+            if !self.with_db(|db| db.is_valid(reference))? {
+                let _ = remove_tree(&tmp);
+                return Err(DbError::MissingReference {
+                    path,
+                    reference: reference.clone(),
+                }
+                .into());
+            }
+        }
         let _lock = self.lock_path(&path)?;
         let added = Added {
             path: path.clone(),
@@ -204,7 +248,7 @@ impl Store {
                 ..added
             });
         }
-        self.install(&dest_root, &path)?;
+        self.install(&[(dest_root, path.clone())])?;
         remove_tree(&tmp)?;
         self.with_db(|db| {
             db.register(&[PathInfo {
@@ -217,7 +261,7 @@ impl Store {
                     "source:blake3:{}",
                     blake3::Hash::from_bytes(tree_hash).to_hex()
                 )),
-                references: BTreeSet::new(),
+                references,
                 signatures: BTreeSet::new(),
             }])
         })?;
@@ -225,8 +269,134 @@ impl Store {
         Ok(added)
     }
 
+    /// Add each of `sources` (files, directories or symlinks) as its own content-addressed
+    /// path named after its last component, and return what was done for each, in order.
+    ///
+    /// One batch: every source is scanned before anything is written (a source the store
+    /// cannot hold fails the whole call with nothing added), all files of all sources are
+    /// copied in parallel, then paths are installed and registered in chunks of
+    /// 512 (their locks taken in path order, one `syncfs`, one sync of the store
+    /// directory and one transaction per chunk). The same source given twice is added
+    /// once.
+    pub fn add_paths<P: AsRef<Path>>(&self, sources: &[P]) -> Result<Vec<Added>, AddError> {
+        let mut scanned = Vec::with_capacity(sources.len());
+        for src in sources {
+            let src = src.as_ref();
+            let name = src
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| AddError::NoName(src.to_owned()))?
+                .to_owned();
+            check_name(&name)?;
+            scanned.push((name, scan(src)?));
+        }
+        let _gc = self.lock_gc(false)?;
+        let tmp = self.temp_dir()?;
+        let result = self.add_scanned(&scanned, &tmp);
+        let cleaned = remove_tree(&tmp);
+        let added = result?;
+        cleaned?;
+        Ok(added)
+    }
+
+    /// Copy, hash, install and register scanned trees; `tmp` is this batch's private
+    /// directory. The caller holds the GC lock (shared).
+    fn add_scanned(&self, scanned: &[(String, Node)], tmp: &Path) -> Result<Vec<Added>, AddError> {
+        let links = self.store_dir().join(".links");
+        let dests: Vec<PathBuf> = (0..scanned.len()).map(|i| tmp.join(i.to_string())).collect();
+        let mut list = Vec::new();
+        let mut owner = Vec::new();
+        for (i, ((_, tree), dest)) in scanned.iter().zip(&dests).enumerate() {
+            make_dirs(tree, dest)?;
+            files(tree, dest, &mut list);
+            owner.resize(list.len(), i);
+        }
+        let dedup: Vec<AtomicU64> = scanned.iter().map(|_| AtomicU64::new(0)).collect();
+        let hashes: Vec<[u8; 32]> = list
+            .par_iter()
+            .zip(&owner)
+            .map(|((node, to), &i)| copy_file(node, to, &links, tmp, &dedup[i]))
+            .collect::<Result<_, AddError>>()?;
+        let mut hashes = hashes.into_iter();
+        let mut added = Vec::with_capacity(scanned.len());
+        for (i, ((name, tree), dest)) in scanned.iter().zip(&dests).enumerate() {
+            let mut stats = Stats::default();
+            let tree_hash = finish(tree, dest, &mut hashes, &mut stats)?;
+            let path = StorePath::new(&ContentKind::Source { references: &[] }, &tree_hash, name)?;
+            added.push(Added {
+                path,
+                tree_hash,
+                archive_size: stats.archive_size + 16,
+                files: stats.files,
+                bytes: stats.bytes,
+                deduplicated: dedup[i].load(Ordering::Relaxed),
+                already_valid: false,
+            });
+        }
+
+        // Each distinct path once, in path order (the order locks are taken in).
+        let mut order: Vec<usize> = (0..added.len()).collect();
+        order.sort_by(|&a, &b| added[a].path.cmp(&added[b].path).then(a.cmp(&b)));
+        let mut unique: Vec<usize> = Vec::with_capacity(order.len());
+        for i in order {
+            match unique.last() {
+                Some(&j) if added[j].path == added[i].path => {
+                    added[i].already_valid = true;
+                    added[i].deduplicated = 0;
+                }
+                _ => unique.push(i),
+            }
+        }
+        let registered = now();
+        for chunk in unique.chunks(LOCK_CHUNK) {
+            let _locks = chunk
+                .iter()
+                .map(|&i| self.lock_path(&added[i].path))
+                .collect::<Result<Vec<File>, StoreError>>()?;
+            let mut batch = Vec::new();
+            let mut infos = Vec::new();
+            for &i in chunk {
+                let a = &mut added[i];
+                if self.with_db(|db| db.is_valid(&a.path))? {
+                    a.already_valid = true;
+                    a.deduplicated = 0;
+                    continue;
+                }
+                batch.push((dests[i].clone(), a.path.clone()));
+                infos.push(PathInfo {
+                    path: a.path.clone(),
+                    tree_hash: a.tree_hash,
+                    archive_size: a.archive_size,
+                    registered,
+                    deriver: None,
+                    content_address: Some(format!(
+                        "source:blake3:{}",
+                        blake3::Hash::from_bytes(a.tree_hash).to_hex()
+                    )),
+                    references: BTreeSet::new(),
+                    signatures: BTreeSet::new(),
+                });
+            }
+            let installed = self
+                .install(&batch)
+                .and_then(|()| Ok(self.with_db(|db| db.register(&infos))?));
+            if let Err(e) = installed {
+                // What was renamed into place is not valid: take it away again.
+                for (tree, path) in &batch {
+                    if !tree.exists() {
+                        let _ = remove_tree(&self.physical(path));
+                    }
+                }
+                return Err(e.into());
+            }
+            let paths: Vec<StorePath> = chunk.iter().map(|&i| added[i].path.clone()).collect();
+            self.add_temp_roots(&paths)?;
+        }
+        Ok(added)
+    }
+
     /// A fresh private directory under `.tmp/`.
-    fn temp_dir(&self) -> Result<PathBuf, StoreError> {
+    pub(crate) fn temp_dir(&self) -> Result<PathBuf, StoreError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let base = self.store_dir().join(".tmp");
         loop {
@@ -240,22 +410,25 @@ impl Store {
         }
     }
 
-    /// Sync the prepared tree and rename it into place (replacing a stray, invalid copy
-    /// left by a crash).
-    fn install(&self, prepared: &Path, path: &StorePath) -> Result<(), StoreError> {
+    /// Sync the prepared trees and rename each into place (replacing a stray, invalid
+    /// copy left by a crash): one `syncfs` and one sync of the store directory for the
+    /// whole batch. The caller holds the paths' locks.
+    pub(crate) fn install(&self, batch: &[(PathBuf, StorePath)]) -> Result<(), StoreError> {
         let store = File::open(self.store_dir()).map_err(io_err(self.store_dir()))?;
         rustix::fs::syncfs(&store).map_err(|e| io_err(self.store_dir())(e.into()))?;
-        let dest = self.physical(path);
-        if fs::symlink_metadata(&dest).is_ok() {
-            let stray = self.store_dir().join(".trash").join(format!(
-                "stray-{}-{}",
-                std::process::id(),
-                path.base_name()
-            ));
-            fs::rename(&dest, &stray).map_err(io_err(&dest))?;
-            remove_tree(&stray)?;
+        for (prepared, path) in batch {
+            let dest = self.physical(path);
+            if fs::symlink_metadata(&dest).is_ok() {
+                let stray = self.store_dir().join(".trash").join(format!(
+                    "stray-{}-{}",
+                    std::process::id(),
+                    path.base_name()
+                ));
+                fs::rename(&dest, &stray).map_err(io_err(&dest))?;
+                remove_tree(&stray)?;
+            }
+            fs::rename(prepared, &dest).map_err(io_err(&dest))?;
         }
-        fs::rename(prepared, &dest).map_err(io_err(&dest))?;
         store.sync_all().map_err(io_err(self.store_dir()))
     }
 
@@ -292,7 +465,7 @@ struct Stats {
     deduplicated: AtomicU64,
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -317,6 +490,11 @@ fn make_dirs(node: &Node, dest: &Path) -> Result<(), AddError> {
 }
 
 /// Copy one file, make it canonical, deduplicate it; return its node hash.
+///
+/// A small file is read into memory and hashed first: when its content is in `.links/`
+/// already, the copy is that entry, linked, and nothing is written. Otherwise it is
+/// written through one descriptor (created with its final mode, mtime set on the
+/// descriptor) and becomes the entry.
 fn copy_file(
     node: &Node,
     to: &Path,
@@ -324,6 +502,9 @@ fn copy_file(
     scratch: &Path,
     deduplicated: &AtomicU64,
 ) -> Result<[u8; 32], AddError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
     let Node::File {
         src,
         size,
@@ -332,22 +513,42 @@ fn copy_file(
     else {
         unreachable!("only files are listed")
     };
-    let content = if *size >= LARGE_FILE {
+    let mode = if *executable { 0o555 } else { 0o444 };
+    let (hash, file) = if *size >= LARGE_FILE {
         fs::copy(src, to).map_err(io_err(src))?;
         let mut h = blake3::Hasher::new();
         h.update_mmap_rayon(to).map_err(io_err(to))?;
-        *h.finalize().as_bytes()
+        let hash = file_hash(*executable, *size, h.finalize().as_bytes());
+        (hash, File::options().write(true).open(to).map_err(io_err(to))?)
     } else {
         let data = fs::read(src).map_err(io_err(src))?;
-        fs::write(to, &data).map_err(io_err(to))?;
-        *blake3::hash(&data).as_bytes()
+        if data.len() as u64 != *size {
+            return Err(AddError::Changed(src.clone()));
+        }
+        let hash = file_hash(*executable, *size, blake3::hash(&data).as_bytes());
+        let link = links.join(crate::base32::encode(&hash));
+        if fs::hard_link(&link, to).is_ok() {
+            if fs::symlink_metadata(to).is_ok_and(|m| m.len() == *size) {
+                deduplicated.fetch_add(*size, Ordering::Relaxed);
+                return Ok(hash);
+            }
+            // Not what its name says (a damaged store): copy after all.
+            fs::remove_file(to).map_err(io_err(to))?;
+        }
+        let mut f = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(to)
+            .map_err(io_err(to))?;
+        f.write_all(&data).map_err(io_err(to))?;
+        (hash, f)
     };
-    let mode = if *executable { 0o555 } else { 0o444 };
-    let f = File::options().write(true).open(to).map_err(io_err(to))?;
-    f.set_modified(UNIX_EPOCH + MTIME).map_err(io_err(to))?;
-    drop(f);
-    fs::set_permissions(to, fs::Permissions::from_mode(mode)).map_err(io_err(to))?;
-    let hash = file_hash(*executable, *size, &content);
+    file.set_modified(UNIX_EPOCH + MTIME).map_err(io_err(to))?;
+    // Explicitly: the mode given at creation went through the umask.
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io_err(to))?;
+    drop(file);
     // Dedup: one inode per (content, executable bit).
     let link = links.join(crate::base32::encode(&hash));
     // Other failures (too many links, another filesystem) only lose the optimisation.

@@ -996,10 +996,12 @@ pub fn list_archive(input: &mut impl Read, limits: &Limits) -> Result<Listing, A
 /// parent must). Returns the tree hash and sizes, computed while writing: the input is
 /// read once.
 ///
-/// Every entry is validated before it is created. Files get mode 0444, or 0555 when
-/// executable; directories 0555 once their entries are written; symlinks are created as
-/// they are. Times and owners are left as the system sets them; nothing is synced. On any
-/// error, whatever was created at `dest` is removed before the error is returned.
+/// Every entry is validated before it is created. The tree is canonical, as store paths
+/// are: files get mode 0444, or 0555 when executable, and mtime 1 (1970-01-01 00:00:01)
+/// once their content is written; directories mode 0555 and mtime 1 once their entries
+/// are written (so creating an entry never changes them again); symlinks mtime 1. Owners
+/// are left as the system sets them; nothing is synced. On any error, whatever was
+/// created at `dest` is removed before the error is returned.
 pub fn unpack_archive(
     input: &mut impl Read,
     dest: &Path,
@@ -1020,6 +1022,12 @@ pub fn unpack_archive(
         }
     }
     result
+}
+
+/// The mtime of every file and directory in the store (and of unpacked trees): one
+/// second after the epoch.
+fn canonical_mtime() -> std::time::SystemTime {
+    std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1)
 }
 
 struct Unpacker<'a> {
@@ -1060,8 +1068,12 @@ impl Visitor for Unpacker<'_> {
     }
 
     fn end_directory(&mut self, rel: &Path) -> Result<(), ArchiveError> {
+        // Its entries are all written: nothing changes its mtime after this.
         let path = self.target(rel);
-        fs::set_permissions(&path, Permissions::from_mode(0o555))
+        let dir = File::open(&path).map_err(Unpacker::io_err("open", path.clone()))?;
+        dir.set_modified(canonical_mtime())
+            .map_err(Unpacker::io_err("set the mtime of", path.clone()))?;
+        dir.set_permissions(Permissions::from_mode(0o555))
             .map_err(Unpacker::io_err("set permissions of", path))
     }
 
@@ -1087,6 +1099,8 @@ impl Visitor for Unpacker<'_> {
     fn end_file(&mut self, _rel: &Path, _content_hash: &[u8; 32]) -> Result<(), ArchiveError> {
         let (file, path, executable) = self.file.take().expect("file() came first");
         let mode = if executable { 0o555 } else { 0o444 };
+        file.set_modified(canonical_mtime())
+            .map_err(Unpacker::io_err("set the mtime of", path.clone()))?;
         file.set_permissions(Permissions::from_mode(mode))
             .map_err(Unpacker::io_err("set permissions of", path))
     }
@@ -1094,9 +1108,25 @@ impl Visitor for Unpacker<'_> {
     fn symlink(&mut self, rel: &Path, target: &Path) -> Result<(), ArchiveError> {
         let path = self.target(rel);
         std::os::unix::fs::symlink(target, &path)
-            .map_err(Unpacker::io_err("create symlink", path))?;
+            .map_err(Unpacker::io_err("create symlink", path.clone()))?;
         self.created = true;
-        Ok(())
+        let one = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            },
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &path,
+            &one,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| Unpacker::io_err("set the mtime of", path)(e.into()))
     }
 }
 

@@ -94,6 +94,14 @@ pub enum DbError {
         /// The reference that is missing.
         reference: StorePath,
     },
+    /// An operation on one path found it not valid.
+    #[error("{path} is not valid in the store database {db}")]
+    NotValid {
+        /// The path.
+        path: StorePath,
+        /// The database file.
+        db: PathBuf,
+    },
     /// A stored row does not parse (the database was edited by hand or is damaged).
     #[error("store database {path}: corrupt row for {row}")]
     Corrupt {
@@ -261,6 +269,45 @@ impl Db {
             }
         }
         tx.commit().map_err(err)
+    }
+
+    /// Add signatures (`KEY-NAME:BASE64`) to a valid path, in one transaction; returns
+    /// how many were new.
+    pub fn add_signatures(
+        &mut self,
+        path: &StorePath,
+        signatures: &[String],
+    ) -> Result<usize, DbError> {
+        let db = self.path.clone();
+        let err = |source| DbError::Sqlite {
+            path: db.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let id: i64 = tx
+            .prepare_cached("SELECT id FROM valid_paths WHERE path = ?1")
+            .and_then(|mut s| s.query_row([path.base_name()], |r| r.get(0)).optional())
+            .map_err(err)?
+            .ok_or_else(|| DbError::NotValid {
+                path: path.clone(),
+                db: db.clone(),
+            })?;
+        let mut added = 0;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO signatures (path, signature) VALUES (?1, ?2)",
+                )
+                .map_err(err)?;
+            for s in signatures {
+                added += insert.execute(params![id, s]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(added)
     }
 
     /// Everything known about one path, if it is valid.
@@ -509,6 +556,95 @@ impl Db {
         }
         tx.commit().map_err(err)
     }
+
+    /// Every valid path with its tree hash and archive size, in one query (for `verify`).
+    pub fn valid_hashes(&self) -> Result<Vec<(StorePath, [u8; 32], u64)>, DbError> {
+        let rows: Vec<(String, Vec<u8>, i64)> = self
+            .conn
+            .prepare_cached("SELECT path, tree_hash, archive_size FROM valid_paths ORDER BY path")
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(self.err())?;
+        rows.into_iter()
+            .map(|(name, hash, size)| {
+                let corrupt = || DbError::Corrupt {
+                    path: self.path.clone(),
+                    row: name.clone(),
+                };
+                let path = StorePath::from_base_name(&name).map_err(|_| corrupt())?;
+                let hash: [u8; 32] = hash.try_into().map_err(|_| corrupt())?;
+                let size = u64::try_from(size).map_err(|_| corrupt())?;
+                Ok((path, hash, size))
+            })
+            .collect()
+    }
+
+    /// Rows of the reference table whose referrer or reference is not a valid path. The
+    /// schema's foreign keys keep this empty; a damaged or hand-edited database may not.
+    pub fn dangling_references(&self) -> Result<Vec<DanglingRef>, DbError> {
+        let rows: Vec<(i64, Option<String>, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT r.referrer, p.path, r.reference FROM refs r
+                 LEFT JOIN valid_paths p ON p.id = r.referrer
+                 WHERE p.id IS NULL
+                    OR NOT EXISTS (SELECT 1 FROM valid_paths q WHERE q.id = r.reference)
+                 ORDER BY r.referrer, r.reference",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(self.err())?;
+        rows.into_iter()
+            .map(|(referrer_id, name, reference_id)| {
+                let referrer = match name {
+                    Some(n) => {
+                        Some(StorePath::from_base_name(&n).map_err(|_| DbError::Corrupt {
+                            path: self.path.clone(),
+                            row: n,
+                        })?)
+                    }
+                    None => None,
+                };
+                Ok(DanglingRef {
+                    referrer,
+                    referrer_id,
+                    reference_id,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A row of the reference table naming a path the database does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DanglingRef {
+    /// The referring path, if it is valid.
+    pub referrer: Option<StorePath>,
+    /// The referrer's row id.
+    pub referrer_id: i64,
+    /// The reference's row id.
+    pub reference_id: i64,
+}
+
+impl std::fmt::Display for DanglingRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.referrer {
+            Some(p) => write!(
+                f,
+                "{p} refers to row {}, which is not a valid path",
+                self.reference_id
+            ),
+            None => write!(
+                f,
+                "the reference table names row {}, which is not a valid path, as referring to row {}",
+                self.referrer_id, self.reference_id
+            ),
+        }
+    }
 }
 
 /// A JSON array of strings, for `json_each` (store base names need no escaping beyond
@@ -593,6 +729,20 @@ mod tests {
     }
 
     #[test]
+    fn signatures_are_added_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+        let a = sp("a");
+        let sigs = ["k:AAAA".to_owned(), "j:BBBB".to_owned()];
+        let e = db.add_signatures(&a, &sigs).unwrap_err();
+        assert!(matches!(e, DbError::NotValid { .. }), "{e}");
+        db.register(&[info(&a, &[])]).unwrap();
+        assert_eq!(db.add_signatures(&a, &sigs).unwrap(), 2);
+        assert_eq!(db.add_signatures(&a, &sigs[..1]).unwrap(), 0);
+        assert_eq!(db.query(&a).unwrap().unwrap().signatures.len(), 2);
+    }
+
+    #[test]
     fn missing_reference_rolls_back_the_batch() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
@@ -618,5 +768,31 @@ mod tests {
             Db::open(&file),
             Err(DbError::TooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn dangling_references_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+        let (a, b) = (sp("a"), sp("b"));
+        db.register(&[info(&b, &[]), info(&a, &[&b])]).unwrap();
+        assert!(db.dangling_references().unwrap().is_empty());
+        let (hashes, sizes): (Vec<_>, Vec<_>) = db
+            .valid_hashes()
+            .unwrap()
+            .into_iter()
+            .map(|(_, h, s)| (h, s))
+            .unzip();
+        assert_eq!(hashes.len(), 2);
+        assert_eq!(sizes, [100, 100]);
+        // Only a database edited behind the schema's back can hold one.
+        db.conn.execute_batch("PRAGMA foreign_keys = OFF;").unwrap();
+        db.conn
+            .execute("DELETE FROM valid_paths WHERE path = ?1", [b.base_name()])
+            .unwrap();
+        let dangling = db.dangling_references().unwrap();
+        assert_eq!(dangling.len(), 1);
+        assert_eq!(dangling[0].referrer.as_ref(), Some(&a));
+        assert!(dangling[0].to_string().contains(&a.to_string()));
     }
 }

@@ -10,10 +10,15 @@
 //! the tree hash ([`hash_path`]) and the canonical archive ([`write_archive`],
 //! [`read_archive`] with a [`Visitor`], [`unpack_archive`], [`list_archive`],
 //! `docs/archive.md`); the metadata database ([`Db`]); adding trees atomically with
-//! deduplication ([`Store::add_path`]); GC roots, temp roots and crash-safe garbage
+//! deduplication and references ([`Store::add_path`],
+//! [`Store::add_path_with_references`]); GC roots, temp roots and crash-safe garbage
 //! collection ([`Store::collect_garbage`]); reference scanning ([`RefScanner`]); Ed25519
-//! keys and signatures ([`SecretKey`], [`PublicKey`]). Still to come (store issue):
-//! verify/repair, export/import, binary caches, `optimise`.
+//! keys and signatures ([`SecretKey`], [`PublicKey`]); export streams ([`Store::export`],
+//! [`Store::import`]) and binary caches on a directory ([`Store::copy_to_cache`],
+//! [`Store::substitute_from_dir`], the info file [`CacheInfo`]), both received through a
+//! [`Receiver`] that verifies every path (tree hash, content address, a signature by a
+//! [`Trust`]ed key) before the batch becomes valid in one transaction. Still to come
+//! (store issue): verify/repair, `optimise`.
 //!
 //! ```
 //! let root = tempfile::tempdir()?;
@@ -29,13 +34,19 @@
 mod add;
 mod archive;
 mod base32;
+mod browse;
+mod cache;
 mod db;
+mod export;
 mod gc;
 mod hash;
+mod optimise;
 mod path;
+mod receive;
 mod refs;
 mod sign;
 mod store;
+mod verify;
 mod walk;
 
 pub use add::{AddError, Added};
@@ -45,13 +56,23 @@ pub use archive::{
     remove_tree, unpack_archive, write_archive,
 };
 pub use base32::{ALPHABET as BASE32_ALPHABET, decode as base32_decode, encode as base32_encode};
-pub use db::{Db, DbError, PathInfo};
+pub use browse::{BrowseError, StoreEntry, StoreEntryKind};
+pub use cache::{
+    ArchiveFile, CACHE_INFO_FILE, CacheError, CacheInfo, Compression, CopyReport, Encoder,
+    GZIP_MAGIC, InfoError, InfoProblem, MAX_INFO_LEN, MAX_INFO_LINE_LEN, MAX_INFO_LINES,
+    UnknownCompression, ZSTD_MAGIC,
+};
+pub use db::{DanglingRef, Db, DbError, PathInfo};
+pub use export::{EXPORT_MAGIC, ExportError, ImportError};
 pub use gc::{GcOptions, GcProgress, GcReport};
 pub use hash::{TreeInfo, hash_path};
+pub use optimise::{OptimiseProgress, OptimiseReport};
 pub use path::{
     ContentKind, HASH_BYTES, HASH_CHARS, MAX_NAME_LEN, PathError, STORE_DIR, StorePath, check_name,
     fingerprint,
 };
+pub use receive::{FileDigest, ReceiveError, Receiver, Trust};
 pub use refs::RefScanner;
 pub use sign::{PublicKey, SecretKey, SignError, fingerprint as signing_fingerprint, trusted_by};
 pub use store::{Store, StoreError};
+pub use verify::{Problem, VerifyProgress, VerifyReport};

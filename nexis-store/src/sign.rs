@@ -190,6 +190,15 @@ pub fn fingerprint(info: &PathInfo) -> String {
     )
 }
 
+/// Whether `text` has the shape of a signature: `NAME:BASE64` of 64 bytes, with a valid
+/// key name. Says nothing about whether it verifies.
+pub(crate) fn is_signature(text: &str) -> bool {
+    let Some((name, b64)) = text.split_once(':') else {
+        return false;
+    };
+    check_key_name(name).is_ok() && STANDARD.decode(b64).is_ok_and(|b| b.len() == 64)
+}
+
 /// Whether any of `keys` verifies any of the path's signatures; the first key that does.
 pub fn trusted_by<'a>(info: &PathInfo, keys: &'a [PublicKey]) -> Option<&'a PublicKey> {
     keys.iter()

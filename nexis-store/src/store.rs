@@ -170,6 +170,14 @@ impl Store {
     /// Record `path` as a temporary root of this process: it will not be collected while
     /// the process (more precisely, this `Store`) lives.
     pub fn add_temp_root(&self, path: &StorePath) -> Result<(), StoreError> {
+        self.add_temp_roots(std::slice::from_ref(path))
+    }
+
+    /// Record `paths` as temporary roots of this process, with one write and one sync.
+    pub fn add_temp_roots(&self, paths: &[StorePath]) -> Result<(), StoreError> {
+        if paths.is_empty() {
+            return Ok(());
+        }
         let mut guard = self
             .temp_roots
             .lock()
@@ -191,7 +199,15 @@ impl Store {
             });
         }
         let roots = guard.as_mut().expect("set above");
-        writeln!(roots.file, "{path}").map_err(io_err(&roots.path))?;
+        let mut text = String::new();
+        for path in paths {
+            text.push_str(&path.to_string());
+            text.push('\n');
+        }
+        roots
+            .file
+            .write_all(text.as_bytes())
+            .map_err(io_err(&roots.path))?;
         roots.file.sync_data().map_err(io_err(&roots.path))
     }
 }

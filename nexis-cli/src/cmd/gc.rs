@@ -86,7 +86,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
 }
 
 #[allow(clippy::cast_precision_loss)] // a human-readable figure
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30)),
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20)),

@@ -8,6 +8,12 @@ use nexis_store::{Store, StorePath};
 use crate::context::Context;
 use crate::error::Error;
 
+mod browse;
+mod hash;
+mod optimise;
+mod transfer;
+mod verify;
+
 /// Work with the store: add paths, show what is known about them, follow references
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -30,6 +36,26 @@ enum Command {
     Roots,
     /// Show why one path depends on another: the chain of references between them
     WhyDepends(WhyArgs),
+    /// Write the closure of paths as one export stream (standard output or --output)
+    Export(transfer::ExportArgs),
+    /// Import an export stream, verifying every path first; print the paths it holds
+    Import(transfer::ImportArgs),
+    /// Make a new Ed25519 signing key; print the secret key, then the public key
+    GenerateKey(transfer::GenerateKeyArgs),
+    /// Sign valid paths with a secret key (the signatures go into the database)
+    Sign(transfer::SignArgs),
+    /// Copy paths with their closure to a binary cache, or from one into the store
+    Copy(transfer::CopyArgs),
+    /// Hash store paths again and compare with the database; exit 1 if anything is wrong
+    Verify(verify::Args),
+    /// Hard-link identical files of all valid paths to one copy; report the bytes saved
+    Optimise,
+    /// Print a file inside a store path
+    Cat(browse::CatArgs),
+    /// List a store path or a directory inside one: type, size, executable bit
+    Ls(browse::LsArgs),
+    /// Print the tree hash of a file or directory (not added to the store)
+    HashPath(hash::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,8 +90,17 @@ struct OneArgs {
 }
 
 pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
+    if let Command::GenerateKey(a) = &args.command {
+        // Needs no store.
+        return transfer::generate_key(ctx, a);
+    }
     let store = Store::open(ctx.root()).map_err(|source| Error::Store { source })?;
     match &args.command {
+        Command::GenerateKey(_) => unreachable!("handled above"),
+        Command::Export(a) => transfer::export(ctx, &store, a),
+        Command::Import(a) => transfer::import(ctx, &store, a),
+        Command::Sign(a) => transfer::sign(ctx, &store, a),
+        Command::Copy(a) => transfer::copy(ctx, &store, a),
         Command::Add(a) => add(ctx, &store, a),
         Command::PathInfo(a) => path_info(ctx, &store, &a.paths),
         Command::Closure(a) => {
@@ -95,6 +130,11 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
                 }),
             }
         }
+        Command::Verify(a) => verify::run(ctx, &store, a),
+        Command::Optimise => optimise::run(ctx, &store),
+        Command::Cat(a) => browse::cat(&store, a),
+        Command::Ls(a) => browse::ls(ctx, &store, a),
+        Command::HashPath(a) => hash::run(ctx, a),
         Command::Roots => {
             let roots = store.roots().map_err(|source| Error::Store { source })?;
             if ctx.json {
@@ -156,14 +196,25 @@ fn add(ctx: &Context, store: &Store, args: &AddArgs) -> Result<ExitCode, Error> 
             message: "--name applies to a single path".into(),
         });
     }
-    let mut results = Vec::new();
-    for src in &args.paths {
-        let added = store
-            .add_path(src, args.name.as_deref())
-            .map_err(|source| Error::Add {
+    // One path: its own error message; several: one batch (scanned first, installed
+    // and registered together).
+    let all = match (&args.paths[..], &args.name) {
+        ([src], name) => vec![store.add_path(src, name.as_deref()).map_err(|source| {
+            Error::Add {
                 path: src.clone(),
                 source,
-            })?;
+            }
+        })?],
+        (paths, _) => store
+            .add_paths(paths)
+            .map_err(|source| Error::AddMany {
+                count: paths.len(),
+                source,
+            })?,
+    };
+    let mut results = Vec::new();
+    let mut lines = String::new();
+    for (src, added) in args.paths.iter().zip(all) {
         ctx.out.debug(
             1,
             &format!(
@@ -191,11 +242,16 @@ fn add(ctx: &Context, store: &Store, args: &AddArgs) -> Result<ExitCode, Error> 
                 "already-valid": added.already_valid,
             }));
         } else {
-            ctx.out.data(&added.path.to_string())?;
+            if !lines.is_empty() {
+                lines.push('\n');
+            }
+            lines.push_str(&added.path.to_string());
         }
     }
     if ctx.json {
         ctx.out.json(&serde_json::Value::Array(results))?;
+    } else {
+        ctx.out.data(&lines)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,42 @@
+//! `nexis store optimise`: hard-link identical files of paths added before.
+
+use std::process::ExitCode;
+
+use nexis_store::{OptimiseProgress, Store};
+
+use crate::context::Context;
+use crate::error::Error;
+
+pub(crate) fn run(ctx: &Context, store: &Store) -> Result<ExitCode, Error> {
+    let out = ctx.out.clone();
+    let progress = move |p: OptimiseProgress| {
+        if p.done == p.total || p.done % 1000 == 0 {
+            out.debug(1, &format!("optimised {}/{} paths", p.done, p.total));
+        }
+    };
+    let report = store
+        .optimise(&progress)
+        .map_err(|source| Error::Store { source })?;
+    if ctx.json {
+        ctx.out.json(&serde_json::json!({
+            "paths": report.paths,
+            "files": report.files,
+            "already-linked": report.already_linked,
+            "new-links": report.new_links,
+            "replaced": report.replaced,
+            "bytes-saved": report.bytes_saved,
+        }))?;
+    } else {
+        ctx.out.status(
+            "optimised",
+            &format!(
+                "{} paths, {} files: {} replaced by links, {} freed",
+                report.paths,
+                report.files,
+                report.replaced,
+                crate::cmd::gc::human_bytes(report.bytes_saved)
+            ),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,111 @@
+//! `nexis store verify`: check paths against the database.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use nexis_store::{Problem, Store, StorePath, VerifyProgress};
+
+use crate::context::Context;
+use crate::error::Error;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Check every valid path
+    #[arg(long, conflicts_with = "paths", required_unless_present = "paths")]
+    all: bool,
+    /// Store paths to check
+    paths: Vec<String>,
+}
+
+pub(crate) fn run(ctx: &Context, store: &Store, args: &Args) -> Result<ExitCode, Error> {
+    let paths: Option<Vec<StorePath>> = if args.all {
+        None
+    } else {
+        Some(super::parse_all(&args.paths)?)
+    };
+    let out = ctx.out.clone();
+    let progress = move |p: VerifyProgress| {
+        if p.done == p.total || p.done % 1000 == 0 {
+            out.debug(1, &format!("verified {}/{}", p.done, p.total));
+        }
+    };
+    let report = store
+        .verify(paths.as_deref(), &progress)
+        .map_err(|source| Error::Store { source })?;
+    if ctx.json {
+        let problems: Vec<serde_json::Value> = report.problems.iter().map(problem_json).collect();
+        ctx.out.json(&serde_json::json!({
+            "checked": report.checked,
+            "clean": report.is_clean(),
+            "problems": problems,
+        }))?;
+    } else {
+        for problem in &report.problems {
+            ctx.out.data(&problem.to_string())?;
+        }
+        if report.is_clean() {
+            ctx.out.status(
+                "verified",
+                &format!("{} paths, no problems", report.checked),
+            );
+        } else {
+            ctx.out.warn(&format!(
+                "{} problems in {} paths",
+                report.problems.len(),
+                report.checked
+            ));
+        }
+    }
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn hex(hash: &[u8; 32]) -> String {
+    format!("blake3:{}", blake3::Hash::from_bytes(*hash).to_hex())
+}
+
+fn problem_json(problem: &Problem) -> serde_json::Value {
+    let mut value = serde_json::json!({
+        "kind": problem.kind(),
+        "path": problem.path().map(ToString::to_string),
+        "message": problem.to_string(),
+    });
+    let extra = match problem {
+        Problem::Mismatch {
+            expected_hash,
+            actual_hash,
+            expected_size,
+            actual_size,
+            ..
+        } => serde_json::json!({
+            "expected-hash": hex(expected_hash),
+            "actual-hash": hex(actual_hash),
+            "expected-archive-size": expected_size,
+            "actual-archive-size": actual_size,
+        }),
+        Problem::Metadata {
+            file,
+            mode,
+            expected_mode,
+            mtime,
+            ..
+        } => serde_json::json!({
+            "file": PathBuf::from(file),
+            "mode": format!("{mode:04o}"),
+            "expected-mode": format!("{expected_mode:04o}"),
+            "mtime": mtime,
+        }),
+        Problem::Dangling(d) => serde_json::json!({
+            "referrer-row": d.referrer_id,
+            "reference-row": d.reference_id,
+        }),
+        _ => serde_json::json!({}),
+    };
+    if let (Some(map), serde_json::Value::Object(extra)) = (value.as_object_mut(), extra) {
+        map.extend(extra);
+    }
+    value
+}
