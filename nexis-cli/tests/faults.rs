@@ -6,8 +6,9 @@
 //! wrong content, no valid path missing. Then two adders and a collector run at the same
 //! time, and nothing a root or a running process's temp roots cover may be lost.
 //!
-//! The trials are small (trees of about 200 files, delays of 0–30 ms) so that the whole
-//! file runs in well under a minute in a debug build.
+//! The trials are small (trees of about 200 files) so that the whole file runs in well
+//! under a minute in a debug build. Kills land within a window that adapts to how long
+//! the command takes ([`Killer`]), so that they hit every phase of it.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nexis_store::{ContentKind, Store, StorePath};
 
@@ -34,8 +35,8 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n as u64).expect("less than n")
     }
 }
 
@@ -59,21 +60,62 @@ fn ok(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
-/// Start `nexis ARGS`, let it run for 0–30 ms, and kill it with SIGKILL (if it has not
-/// finished by then). Returns whether it was still running when killed.
-fn kill_during(root: &Path, args: &[&str], rng: &mut Rng) -> bool {
-    let mut child = nexis_cmd(root)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    thread::sleep(Duration::from_micros(rng.below(30_000)));
-    let running = child.try_wait().unwrap().is_none();
-    // `kill` sends SIGKILL; an exited child is only reaped.
-    let _ = child.kill();
-    child.wait().unwrap();
-    running
+/// Kills commands at pseudo-random moments within a window that adapts to how long they
+/// take: it starts at 1.5 times the time the command takes when left alone (measured on a
+/// scratch root, at least 30 ms), shrinks when a command finished before its kill, and
+/// grows when it was killed, so that kills keep landing in every phase of the command
+/// whatever the machine's speed.
+struct Killer {
+    rng: Rng,
+    window: Duration,
+    /// Commands that were still running when killed.
+    interrupted: usize,
+}
+
+impl Killer {
+    fn new(seed: u64, scratch: &Path, args: &[&str]) -> Killer {
+        let start = Instant::now();
+        ok(&nexis(scratch, args));
+        Killer {
+            rng: Rng(seed),
+            window: (start.elapsed() * 3 / 2).max(Duration::from_millis(30)),
+            interrupted: 0,
+        }
+    }
+
+    /// Report how many of `trials` commands were killed midway, and require a fair share.
+    fn assert_interrupted(&self, what: &str, trials: usize) {
+        eprintln!("{what}: {} of {trials} killed midway", self.interrupted);
+        assert!(
+            self.interrupted > trials / 4,
+            "only {} of {trials} {what} killed midway",
+            self.interrupted
+        );
+    }
+
+    /// Start `nexis ARGS`, let it run for a random time within the window, and kill it
+    /// with SIGKILL (if it has not finished by then).
+    fn kill_during(&mut self, root: &Path, args: &[&str]) {
+        let mut child = nexis_cmd(root)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let micros = usize::try_from(self.window.as_micros()).expect("a short window");
+        thread::sleep(Duration::from_micros(self.rng.below(micros) as u64));
+        let running = child.try_wait().unwrap().is_none();
+        // `kill` sends SIGKILL; an exited child is only reaped.
+        let _ = child.kill();
+        child.wait().unwrap();
+        // Settles where about two thirds of the commands are killed midway.
+        if running {
+            self.interrupted += 1;
+            self.window = self.window * 11 / 10;
+        } else {
+            self.window = (self.window * 4 / 5).max(Duration::from_millis(2));
+        }
+    }
 }
 
 /// `nexis store verify --all` must find nothing wrong.
@@ -102,7 +144,7 @@ fn make_tree(dir: &Path, seed: u64, family: u64, files: usize) {
         let content = if i % 4 == 0 {
             format!("shared {family} {i}\n").repeat(20)
         } else {
-            format!("{seed} {i} {}\n", rng.next()).repeat(1 + (rng.below(50) as usize))
+            format!("{seed} {i} {}\n", rng.next()).repeat(1 + rng.below(50))
         };
         fs::write(&file, content).unwrap();
         if i % 10 == 0 {
@@ -156,25 +198,28 @@ fn killing_add_leaves_a_clean_store() {
             dir
         })
         .collect();
-    let mut rng = Rng(0x5eed_0001);
-    let mut interrupted = 0;
+    let mut two = vec!["store", "add"];
+    two.extend(strs(&trees[..2]));
+    let mut killer = Killer::new(0x5eed_0001, tempfile::tempdir().unwrap().path(), &two);
+    let mut rng = Rng(0x5eed_1001);
     for trial in 0..TRIALS {
         // One to three trees per invocation, in any order.
-        let count = 1 + rng.below(3) as usize;
+        let count = 1 + rng.below(3);
         let args: Vec<PathBuf> = (0..count)
-            .map(|_| trees[rng.below(trees.len() as u64) as usize].clone())
+            .map(|_| trees[rng.below(trees.len())].clone())
             .collect();
         let mut cmd = vec!["store", "add"];
         cmd.extend(strs(&args));
-        interrupted += usize::from(kill_during(root.path(), &cmd, &mut rng));
+        killer.kill_during(root.path(), &cmd);
         assert_clean(root.path(), &format!("add trial {trial}"));
-        if trial % 10 == 9 {
-            // Collecting what the killed adders left is safe too.
+        if trial % 4 == 3 {
+            // Collecting what the killed adders left is safe too, and the next adds
+            // install again rather than find their paths valid.
             ok(&nexis(root.path(), &["gc"]));
             assert_clean(root.path(), &format!("gc after add trial {trial}"));
         }
     }
-    assert!(interrupted > TRIALS / 2, "most adds were killed midway");
+    killer.assert_interrupted("adds", TRIALS);
 
     // Whatever the kills left, adding completes and gives the right content.
     let mut cmd = vec!["store", "add"];
@@ -226,18 +271,21 @@ fn killing_gc_leaves_a_clean_store_and_every_root() {
     let mut add_garbage = vec!["store", "add"];
     add_garbage.extend(strs(&garbage));
 
-    let mut rng = Rng(0x5eed_0002);
-    let mut interrupted = 0;
+    let mut killer = {
+        let scratch = tempfile::tempdir().unwrap();
+        ok(&nexis(scratch.path(), &add_garbage));
+        Killer::new(0x5eed_0002, scratch.path(), &["gc"])
+    };
     for trial in 0..TRIALS {
         ok(&nexis(root.path(), &add_garbage));
-        interrupted += usize::from(kill_during(root.path(), &["gc"], &mut rng));
+        killer.kill_during(root.path(), &["gc"]);
         assert_clean(root.path(), &format!("gc trial {trial}"));
         assert!(
             valid(root.path(), &live_paths).iter().all(|v| *v),
             "gc trial {trial}: a rooted path was collected"
         );
     }
-    assert!(interrupted > TRIALS / 2, "most collections were killed midway");
+    killer.assert_interrupted("collections", TRIALS);
 
     // A collection run to the end finishes what the killed ones left.
     let report: serde_json::Value =
@@ -300,23 +348,32 @@ fn killing_import_leaves_a_clean_store() {
         "--no-require-sigs",
         stream.to_str().unwrap(),
     ];
-    let mut rng = Rng(0x5eed_0003);
-    let mut interrupted = 0;
+    let mut killer = Killer::new(0x5eed_0003, tempfile::tempdir().unwrap().path(), &import);
     for trial in 0..TRIALS {
-        interrupted += usize::from(kill_during(root.path(), &import, &mut rng));
+        killer.kill_during(root.path(), &import);
         assert_clean(root.path(), &format!("import trial {trial}"));
-        if trial % 5 == 4 {
+        if trial % 3 == 2 {
             // Start again from an empty store now and then, so that kills keep landing
             // while paths are written rather than on an all-valid no-op.
             ok(&nexis(root.path(), &["gc"]));
             assert_clean(root.path(), &format!("gc after import trial {trial}"));
         }
     }
-    assert!(interrupted > 0, "some imports were killed midway");
+    killer.assert_interrupted("imports", TRIALS);
     let imported = ok(&nexis(root.path(), &import));
     let imported: BTreeSet<&str> = imported.lines().collect();
     assert_eq!(imported, paths.iter().copied().collect());
     assert_clean(root.path(), "after a complete import");
+}
+
+/// Sets its flag when dropped: a failing assertion in the concurrent test must stop the
+/// collector thread too, or the scope would wait for it forever.
+struct Stop<'a>(&'a AtomicBool);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 #[test]
@@ -340,6 +397,7 @@ fn concurrent_adders_and_collector_lose_nothing_covered() {
     let done = AtomicBool::new(false);
     let rounds = 12;
     thread::scope(|s| {
+        let stop = Stop(&done);
         // Two adders of overlapping sets, in different orders.
         let adder = |set: Vec<usize>| {
             let trees = &trees;
@@ -351,8 +409,7 @@ fn concurrent_adders_and_collector_lose_nothing_covered() {
                     let mut cmd = vec!["store", "add"];
                     cmd.extend(strs(&args));
                     let out = ok(&nexis(root, &cmd));
-                    let expected: Vec<String> =
-                        set.iter().map(|&i| paths[i].to_string()).collect();
+                    let expected: Vec<String> = set.iter().map(|&i| paths[i].to_string()).collect();
                     assert_eq!(out.lines().collect::<Vec<_>>(), expected, "round {round}");
                 }
             }
@@ -387,7 +444,10 @@ fn concurrent_adders_and_collector_lose_nothing_covered() {
             // Rooted paths, once valid, stay valid.
             for p in paths.iter().take(3) {
                 if mine.with_db(|db| db.is_valid(p)).unwrap() {
-                    assert!(mine.physical(p).exists(), "round {round}: rooted {p} is gone");
+                    assert!(
+                        mine.physical(p).exists(),
+                        "round {round}: rooted {p} is gone"
+                    );
                 }
             }
             thread::sleep(Duration::from_millis(20));
@@ -396,7 +456,7 @@ fn concurrent_adders_and_collector_lose_nothing_covered() {
         b.join().unwrap();
         let report = mine.verify(Some(&held), &|_| {}).unwrap();
         assert!(report.is_clean(), "{:?}", report.problems);
-        done.store(true, Ordering::Relaxed);
+        drop(stop);
         let runs = collector.join().unwrap();
         assert!(runs >= 2, "the collector ran during the adds ({runs} runs)");
         drop(mine);

@@ -168,6 +168,9 @@ const MTIME: Duration = Duration::from_secs(1);
 /// held open at once (each is a descriptor) while amortising the syncs over many paths.
 pub(crate) const LOCK_CHUNK: usize = 512;
 
+/// Subdirectories of a batch's temporary directory that its sources are spread over.
+const SPREAD: usize = 64;
+
 impl Store {
     /// Add the tree at `src` (a file, directory or symlink) as a content-addressed
     /// path named `name` (by default the last component of `src`).
@@ -303,7 +306,15 @@ impl Store {
     /// directory. The caller holds the GC lock (shared).
     fn add_scanned(&self, scanned: &[(String, Node)], tmp: &Path) -> Result<Vec<Added>, AddError> {
         let links = self.store_dir().join(".links");
-        let dests: Vec<PathBuf> = (0..scanned.len()).map(|i| tmp.join(i.to_string())).collect();
+        // Spread over subdirectories: files are created in one directory one at a time
+        // (under its lock), in different directories in parallel.
+        for k in 0..scanned.len().min(SPREAD) {
+            let dir = tmp.join(format!("s{k}"));
+            fs::create_dir(&dir).map_err(io_err(&dir))?;
+        }
+        let dests: Vec<PathBuf> = (0..scanned.len())
+            .map(|i| tmp.join(format!("s{}", i % SPREAD)).join(i.to_string()))
+            .collect();
         let mut list = Vec::new();
         let mut owner = Vec::new();
         for (i, ((_, tree), dest)) in scanned.iter().zip(&dests).enumerate() {
@@ -515,11 +526,19 @@ fn copy_file(
     };
     let mode = if *executable { 0o555 } else { 0o444 };
     let (hash, file) = if *size >= LARGE_FILE {
+        // The kernel copies (no pass through user space); the copy is then hashed in
+        // chunks, each with blake3's multi-threaded mode while the next is read, so what
+        // is hashed is what is stored, and memory stays two chunks whatever the size.
         fs::copy(src, to).map_err(io_err(src))?;
-        let mut h = blake3::Hasher::new();
-        h.update_mmap_rayon(to).map_err(io_err(to))?;
-        let hash = file_hash(*executable, *size, h.finalize().as_bytes());
-        (hash, File::options().write(true).open(to).map_err(io_err(to))?)
+        let mut output = File::options()
+            .read(true)
+            .write(true)
+            .open(to)
+            .map_err(io_err(to))?;
+        let mut buf = Vec::new();
+        let content = crate::walk::read_content(&mut output, *size, to, &mut buf, |_| Ok(()))
+            .map_err(StoreError::from)?;
+        (file_hash(*executable, *size, &content), output)
     } else {
         let data = fs::read(src).map_err(io_err(src))?;
         if data.len() as u64 != *size {

@@ -131,7 +131,8 @@ impl Db {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
-             PRAGMA foreign_keys = ON;",
+             PRAGMA foreign_keys = ON;
+             PRAGMA temp_store = MEMORY;",
         )
         .map_err(err)?;
         let tx = conn
@@ -536,25 +537,65 @@ impl Db {
             path: path.clone(),
             source,
         };
+        let json = serde_json_array(&paths.iter().map(StorePath::base_name).collect::<Vec<_>>());
         let tx = self.conn.transaction().map_err(err)?;
-        {
-            // Edges among the batch go first so the batch can be deleted in any order.
-            let mut drop_edges = tx
-                .prepare_cached(
-                    "DELETE FROM refs WHERE referrer = (SELECT id FROM valid_paths WHERE path = ?1)",
-                )
-                .map_err(err)?;
-            for p in paths {
-                drop_edges.execute([p.base_name()]).map_err(err)?;
-            }
-            let mut delete = tx
-                .prepare_cached("DELETE FROM valid_paths WHERE path = ?1")
-                .map_err(err)?;
-            for p in paths {
-                delete.execute([p.base_name()]).map_err(err)?;
-            }
-        }
+        // A handful of statements whatever the number of paths: the batch's ids, then
+        // their edges (those among the batch must go first, so that the batch can be
+        // deleted at all), then the rows.
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS doomed(id INTEGER PRIMARY KEY);
+             DELETE FROM temp.doomed;",
+        )
+        .map_err(err)?;
+        tx.execute(
+            "INSERT INTO temp.doomed SELECT id FROM valid_paths
+             WHERE path IN (SELECT value FROM json_each(?1))",
+            [json],
+        )
+        .map_err(err)?;
+        tx.execute_batch(
+            "DELETE FROM refs WHERE referrer IN (SELECT id FROM temp.doomed);
+             DELETE FROM valid_paths WHERE id IN (SELECT id FROM temp.doomed);
+             DELETE FROM temp.doomed;",
+        )
+        .map_err(err)?;
         tx.commit().map_err(err)
+    }
+
+    /// The references among `paths`: each (referrer, reference) pair with both in
+    /// `paths`, self-references left out. One query, whatever the number of paths.
+    pub fn references_among(
+        &self,
+        paths: &[StorePath],
+    ) -> Result<Vec<(StorePath, StorePath)>, DbError> {
+        let json = serde_json_array(&paths.iter().map(StorePath::base_name).collect::<Vec<_>>());
+        let rows: Vec<(String, String)> = self
+            .conn
+            .prepare_cached(
+                "WITH s(id) AS (
+                    SELECT id FROM valid_paths WHERE path IN (SELECT value FROM json_each(?1))
+                 )
+                 SELECT a.path, b.path FROM refs r
+                 JOIN s ON s.id = r.referrer
+                 JOIN s t ON t.id = r.reference
+                 JOIN valid_paths a ON a.id = r.referrer
+                 JOIN valid_paths b ON b.id = r.reference
+                 WHERE r.referrer != r.reference",
+            )
+            .and_then(|mut s| {
+                s.query_map([json], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(self.err())?;
+        let parse = |n: String| {
+            StorePath::from_base_name(&n).map_err(|_| DbError::Corrupt {
+                path: self.path.clone(),
+                row: n,
+            })
+        };
+        rows.into_iter()
+            .map(|(a, b)| Ok((parse(a)?, parse(b)?)))
+            .collect()
     }
 
     /// Every valid path with its tree hash and archive size, in one query (for `verify`).

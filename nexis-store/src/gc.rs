@@ -8,8 +8,8 @@
 //!
 //! 1. write the paths to delete to `gc-journal` and sync it;
 //! 2. forget them in the database, in one transaction;
-//! 3. move each into `.trash/` with one rename;
-//! 4. delete the trash in parallel, then remove the journal.
+//! 3. move each into `.trash/` with one rename and delete it there, paths in parallel;
+//! 4. remove the journal.
 //!
 //! A crash before 2 changes nothing; after 2 the next collection finishes 3 and 4 from the
 //! journal. A valid path is never missing its files, and no path a root reaches is ever
@@ -222,28 +222,25 @@ impl Store {
             .try_for_each(|p| remove_garbage(p, &links))
     }
 
-    /// Move paths (already invalid) into the trash, then delete the trash in parallel.
+    /// Move each path (already invalid) into the trash with one rename and delete it
+    /// there; paths in parallel.
     fn sweep(
         &self,
         paths: &[StorePath],
         progress: &(dyn Fn(GcProgress) + Sync),
     ) -> Result<(), StoreError> {
         let trash = self.store_dir().join(".trash");
-        let mut moved = Vec::with_capacity(paths.len());
-        for p in paths {
+        let links = self.store_dir().join(".links");
+        let total = paths.len();
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        paths.par_iter().try_for_each(|p| {
             let from = self.physical(p);
             let to = trash.join(p.base_name());
             match fs::rename(&from, &to) {
-                Ok(()) => moved.push(to),
+                Ok(()) => remove_garbage(&to, &links)?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err(&from)(e)),
             }
-        }
-        let total = moved.len();
-        let done = std::sync::atomic::AtomicUsize::new(0);
-        let links = self.store_dir().join(".links");
-        moved.par_iter().try_for_each(|p| {
-            remove_garbage(p, &links)?;
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             progress(GcProgress::Deleted { done: n, total });
             Ok(())
@@ -282,60 +279,57 @@ fn referrers_first(
     store: &Store,
     dead: &[(StorePath, u64)],
 ) -> Result<Vec<(StorePath, u64)>, StoreError> {
-    let set: BTreeSet<&StorePath> = dead.iter().map(|(p, _)| p).collect();
-    let mut pending: BTreeMap<&StorePath, usize> = BTreeMap::new();
-    let mut refs: BTreeMap<&StorePath, Vec<StorePath>> = BTreeMap::new();
-    for (p, _) in dead {
-        pending.entry(p).or_insert(0);
-        let r: Vec<StorePath> = store
-            .with_db(|db| db.references(p))?
-            .into_iter()
-            .filter(|r| r != p && set.contains(r))
-            .collect();
-        for target in &r {
-            *pending
-                .entry(set.get(target).expect("in the dead set"))
-                .or_insert(0) += 1;
-        }
-        refs.insert(p, r);
+    let paths: Vec<StorePath> = dead.iter().map(|(p, _)| p.clone()).collect();
+    let edges = store.with_db(|db| db.references_among(&paths))?;
+    let index: BTreeMap<&StorePath, usize> =
+        paths.iter().enumerate().map(|(i, p)| (p, i)).collect();
+    let mut pending = vec![0usize; dead.len()];
+    let mut refs: Vec<Vec<usize>> = vec![Vec::new(); dead.len()];
+    for (from, to) in &edges {
+        let (Some(&f), Some(&t)) = (index.get(from), index.get(to)) else {
+            continue;
+        };
+        refs[f].push(t);
+        pending[t] += 1;
     }
-    let sizes: BTreeMap<&StorePath, u64> = dead.iter().map(|(p, s)| (p, *s)).collect();
-    let mut ready: Vec<&StorePath> = pending
-        .iter()
-        .filter(|(_, n)| **n == 0)
-        .map(|(p, _)| *p)
-        .collect();
+    let mut ready: Vec<usize> = (0..dead.len()).rev().filter(|&i| pending[i] == 0).collect();
+    let mut placed = vec![false; dead.len()];
     let mut out = Vec::with_capacity(dead.len());
-    while let Some(p) = ready.pop() {
-        out.push((p.clone(), sizes[p]));
-        for target in &refs[p] {
-            let key = *set.get(target).expect("in the dead set");
-            let n = pending.get_mut(key).expect("counted");
-            *n -= 1;
-            if *n == 0 {
-                ready.push(key);
+    while let Some(i) = ready.pop() {
+        placed[i] = true;
+        out.push(dead[i].clone());
+        for &t in &refs[i] {
+            pending[t] -= 1;
+            if pending[t] == 0 {
+                ready.push(t);
             }
         }
     }
     // Dead paths in a reference cycle (not made by nexis, but a database could hold one)
     // go last, together.
-    if out.len() < dead.len() {
-        let placed: BTreeSet<StorePath> = out.iter().map(|(p, _)| p.clone()).collect();
-        out.extend(dead.iter().filter(|(p, _)| !placed.contains(p)).cloned());
-    }
+    out.extend(
+        dead.iter()
+            .zip(&placed)
+            .filter(|(_, placed)| !**placed)
+            .map(|(d, _)| d.clone()),
+    );
     Ok(out)
 }
 
 fn write_journal(journal: &Path, paths: &[StorePath]) -> Result<(), StoreError> {
-    let mut f = OpenOptions::new()
+    let f = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .open(journal)
         .map_err(io_err(journal))?;
+    let mut out = std::io::BufWriter::new(f);
     for p in paths {
-        writeln!(f, "{p}").map_err(io_err(journal))?;
+        writeln!(out, "{p}").map_err(io_err(journal))?;
     }
+    let f = out
+        .into_inner()
+        .map_err(|e| io_err(journal)(e.into_error()))?;
     f.sync_all().map_err(io_err(journal))
 }
 

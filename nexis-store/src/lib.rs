@@ -11,14 +11,17 @@
 //! [`read_archive`] with a [`Visitor`], [`unpack_archive`], [`list_archive`],
 //! `docs/archive.md`); the metadata database ([`Db`]); adding trees atomically with
 //! deduplication and references ([`Store::add_path`],
-//! [`Store::add_path_with_references`]); GC roots, temp roots and crash-safe garbage
+//! [`Store::add_path_with_references`]), many at once in one batch ([`Store::add_paths`]);
+//! GC roots, temp roots and crash-safe garbage
 //! collection ([`Store::collect_garbage`]); reference scanning ([`RefScanner`]); Ed25519
 //! keys and signatures ([`SecretKey`], [`PublicKey`]); export streams ([`Store::export`],
 //! [`Store::import`]) and binary caches on a directory ([`Store::copy_to_cache`],
 //! [`Store::substitute_from_dir`], the info file [`CacheInfo`]), both received through a
 //! [`Receiver`] that verifies every path (tree hash, content address, a signature by a
-//! [`Trust`]ed key) before the batch becomes valid in one transaction. Still to come
-//! (store issue): verify/repair, `optimise`.
+//! [`Trust`]ed key) before the batch becomes valid in one transaction; checking the
+//! store against its database ([`Store::verify`], a [`VerifyReport`] of [`Problem`]s);
+//! deduplicating paths added before ([`Store::optimise`]); reading inside valid paths
+//! ([`Store::list`], [`Store::open_file`]). Still to come (store issue): `repair`.
 //!
 //! ```
 //! let root = tempfile::tempdir()?;

@@ -38,7 +38,12 @@ fn edit_dir(dir: &Path, f: impl FnOnce()) {
 fn kinds(problems: &[Problem]) -> Vec<(&'static str, String)> {
     problems
         .iter()
-        .map(|p| (p.kind(), p.path().map(ToString::to_string).unwrap_or_default()))
+        .map(|p| {
+            (
+                p.kind(),
+                p.path().map(ToString::to_string).unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
@@ -119,10 +124,15 @@ fn verify_finds_modified_missing_and_non_canonical_paths() {
             _ => None,
         })
         .unwrap();
-    assert!(d_hash.1 > d_hash.0, "the extra entry makes the archive longer");
+    assert!(
+        d_hash.1 > d_hash.0,
+        "the extra entry makes the archive longer"
+    );
 
     // Only the paths asked for.
-    let report = store.verify(Some(std::slice::from_ref(&c)), &|_| {}).unwrap();
+    let report = store
+        .verify(Some(std::slice::from_ref(&c)), &|_| {})
+        .unwrap();
     assert_eq!(report.checked, 1);
     assert_eq!(kinds(&report.problems), [("metadata", c.to_string())]);
     let ghost = StorePath::parse("/nexis/store/00000000000000000000000000000000-ghost").unwrap();
@@ -184,9 +194,17 @@ fn optimise_links_identical_files_added_without_links() {
     // Again: everything is linked, nothing is read.
     let again = store.optimise(&|_| {}).unwrap();
     assert_eq!(again.already_linked, 4);
-    assert_eq!((again.new_links, again.replaced, again.bytes_saved), (0, 0, 0));
+    assert_eq!(
+        (again.new_links, again.replaced, again.bytes_saved),
+        (0, 0, 0)
+    );
     // Nothing is left in the temporary area.
-    assert_eq!(fs::read_dir(store.store_dir().join(".tmp")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(store.store_dir().join(".tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]

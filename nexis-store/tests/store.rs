@@ -208,3 +208,68 @@ fn adding_hashing_and_archiving_agree() {
     assert_eq!(written.hash, added.tree_hash);
     assert_eq!(bytes.len() as u64, added.archive_size);
 }
+
+#[test]
+fn adding_many_paths_at_once_is_one_batch_in_order() {
+    let root = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    tree(&src.path().join("pkg"));
+    // More sources than one set of locks covers, some of them the same content.
+    let mut sources = vec![src.path().join("pkg")];
+    for i in 0..600 {
+        let file = src.path().join(format!("f{i}"));
+        fs::write(&file, format!("file {}\n", i % 550)).unwrap();
+        sources.push(file);
+    }
+    sources.push(src.path().join("pkg"));
+    let before = store.add_path(&sources[1], None).unwrap();
+    let added = store.add_paths(&sources).unwrap();
+    assert_eq!(added.len(), sources.len());
+    for (a, s) in added.iter().zip(&sources) {
+        let one = nexis_store::hash_path(s).unwrap();
+        assert_eq!(a.tree_hash, one.hash, "{}", s.display());
+        assert_eq!(a.path.name(), s.file_name().unwrap().to_str().unwrap());
+        assert!(store.with_db(|db| db.is_valid(&a.path)).unwrap());
+    }
+    assert_eq!(added[1].path, before.path);
+    assert!(added[1].already_valid, "valid before the batch");
+    assert!(!added[0].already_valid);
+    assert!(
+        added[601].already_valid,
+        "the same source twice is added once"
+    );
+    assert_eq!(added[0].path, added[601].path);
+    // Files 550.. have the content of files 0..50: linked, not stored again.
+    assert_eq!(
+        fs::metadata(store.physical(&added[551].path))
+            .unwrap()
+            .ino(),
+        fs::metadata(store.physical(&added[1].path)).unwrap().ino()
+    );
+    assert!(added[551].deduplicated > 0);
+    assert!(store.verify(None, &|_| {}).unwrap().is_clean());
+    assert_eq!(
+        fs::read_dir(store.store_dir().join(".tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // A source the store cannot hold fails the batch before anything is added.
+    let fifo = src.path().join("pipe");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let fresh = src.path().join("fresh");
+    fs::write(&fresh, "never added").unwrap();
+    let valid_before = store.with_db(|db| db.all_valid()).unwrap().len();
+    let err = store.add_paths(&[fresh, fifo]).unwrap_err().to_string();
+    assert!(err.contains("pipe"), "{err}");
+    assert_eq!(
+        store.with_db(|db| db.all_valid()).unwrap().len(),
+        valid_before
+    );
+}

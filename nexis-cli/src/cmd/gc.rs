@@ -64,8 +64,9 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
             "live": report.live,
         }))?;
     } else {
-        for p in &report.deleted {
-            ctx.out.data(&p.to_string())?;
+        if !report.deleted.is_empty() {
+            let lines: Vec<String> = report.deleted.iter().map(ToString::to_string).collect();
+            ctx.out.data(&lines.join("\n"))?;
         }
         let verb = if args.dry_run {
             "would delete"

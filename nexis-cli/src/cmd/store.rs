@@ -199,18 +199,20 @@ fn add(ctx: &Context, store: &Store, args: &AddArgs) -> Result<ExitCode, Error> 
     // One path: its own error message; several: one batch (scanned first, installed
     // and registered together).
     let all = match (&args.paths[..], &args.name) {
-        ([src], name) => vec![store.add_path(src, name.as_deref()).map_err(|source| {
-            Error::Add {
-                path: src.clone(),
-                source,
-            }
-        })?],
-        (paths, _) => store
-            .add_paths(paths)
-            .map_err(|source| Error::AddMany {
-                count: paths.len(),
-                source,
-            })?,
+        ([src], name) => {
+            vec![
+                store
+                    .add_path(src, name.as_deref())
+                    .map_err(|source| Error::Add {
+                        path: src.clone(),
+                        source,
+                    })?,
+            ]
+        }
+        (paths, _) => store.add_paths(paths).map_err(|source| Error::AddMany {
+            count: paths.len(),
+            source,
+        })?,
     };
     let mut results = Vec::new();
     let mut lines = String::new();

@@ -1,7 +1,7 @@
 //! `nexis store cat` and `nexis store ls`: read inside valid store paths.
 
 use std::io::{self, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use nexis_store::{Store, StoreEntryKind};
@@ -24,9 +24,9 @@ pub(crate) struct LsArgs {
     recursive: bool,
 }
 
-fn browse_err(location: &PathBuf) -> impl FnOnce(nexis_store::BrowseError) -> Error + '_ {
+fn browse_err(location: &Path) -> impl FnOnce(nexis_store::BrowseError) -> Error + '_ {
     move |source| Error::Browse {
-        location: location.clone(),
+        location: location.to_owned(),
         source,
     }
 }

@@ -10,7 +10,7 @@ use crate::error::Error;
 pub(crate) fn run(ctx: &Context, store: &Store) -> Result<ExitCode, Error> {
     let out = ctx.out.clone();
     let progress = move |p: OptimiseProgress| {
-        if p.done == p.total || p.done % 1000 == 0 {
+        if p.done == p.total || p.done.is_multiple_of(1000) {
             out.debug(1, &format!("optimised {}/{} paths", p.done, p.total));
         }
     };

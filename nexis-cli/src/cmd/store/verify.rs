@@ -25,7 +25,7 @@ pub(crate) fn run(ctx: &Context, store: &Store, args: &Args) -> Result<ExitCode,
     };
     let out = ctx.out.clone();
     let progress = move |p: VerifyProgress| {
-        if p.done == p.total || p.done % 1000 == 0 {
+        if p.done == p.total || p.done.is_multiple_of(1000) {
             out.debug(1, &format!("verified {}/{}", p.done, p.total));
         }
     };
