@@ -361,12 +361,9 @@ impl Db {
         }))
     }
 
-    fn edges(&self, sql: &str, id: i64) -> Result<BTreeSet<StorePath>, DbError> {
-        let names: Vec<String> = self
-            .conn
-            .prepare_cached(sql)
-            .and_then(|mut s| s.query_map([id], |r| r.get(0))?.collect())
-            .map_err(self.err())?;
+    /// Store paths from `valid_paths.path` values (a value that does not parse means the
+    /// database was damaged or edited by hand).
+    fn to_paths<C: FromIterator<StorePath>>(&self, names: Vec<String>) -> Result<C, DbError> {
         names
             .into_iter()
             .map(|n| {
@@ -376,6 +373,15 @@ impl Db {
                 })
             })
             .collect()
+    }
+
+    fn edges(&self, sql: &str, id: i64) -> Result<BTreeSet<StorePath>, DbError> {
+        let names: Vec<String> = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.query_map([id], |r| r.get(0))?.collect())
+            .map_err(self.err())?;
+        self.to_paths(names)
     }
 
     /// The valid paths that refer to `path`.
@@ -452,15 +458,7 @@ impl Db {
             )
             .and_then(|mut s| s.query_map([json], |r| r.get(0))?.collect())
             .map_err(self.err())?;
-        names
-            .into_iter()
-            .map(|n| {
-                StorePath::from_base_name(&n).map_err(|_| DbError::Corrupt {
-                    path: self.path.clone(),
-                    row: n,
-                })
-            })
-            .collect()
+        self.to_paths(names)
     }
 
     /// Mark and find garbage: the number of paths reachable from `roots`, and every
@@ -517,15 +515,7 @@ impl Db {
             .prepare_cached("SELECT path FROM valid_paths ORDER BY path")
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(self.err())?;
-        names
-            .into_iter()
-            .map(|n| {
-                StorePath::from_base_name(&n).map_err(|_| DbError::Corrupt {
-                    path: self.path.clone(),
-                    row: n,
-                })
-            })
-            .collect()
+        self.to_paths(names)
     }
 
     /// Forget paths (garbage collection, after their files are gone or moved to the
