@@ -124,8 +124,8 @@ median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{a[NR]=$1} E
 # timed step, the same for every tool.
 settle() { sync; sleep "${SETTLE:-5}"; }
 
-N=0
-fresh() { N=$((N + 1)); echo "$WORK/s$N"; }
+# A new, empty directory for one store (nexis root or nix store).
+fresh() { mktemp -d "$WORK/store.XXXXXX"; }
 nexis() { "$NEXIS" "$@"; }
 nixs() { nix-store "$@"; }
 # Remove a store root made by a run.
@@ -140,31 +140,57 @@ rss_nix=
 
 # --- the runs ----------------------------------------------------------------------
 
+# The two sides of each step, as functions of the current stores $a (nexis root) and $b
+# (nix store).
+tree_nexis() { nexis --root "$a" store add "$TREE"; }
+tree_nix() { nix store add-path --store "$b" "$TREE"; }
+big_nexis() { nexis --root "$a" store add "$BIG"; }
+big_nix() { nix store add-path --store "$b" "$BIG"; }
+hash_nexis() { nexis store hash-path "$TREE"; }
+hash_nix() { nix-hash --type sha256 --base32 "$TREE"; }
+small_nexis() { (cd "$SMALL" && "$NEXIS" --root "$a" store add f*); }
+small_nix() { (cd "$SMALL" && nix-store --store "$b" --add f*); }
+gc_nexis() { nexis --root "$a" gc; }
+gc_nix() { nixs --store "$b" --gc; }
+verify_nexis() { nexis --root "$a" store verify --all; }
+verify_nix() { nixs --store "$b" --verify --check-contents; }
+
+# both KEY: time KEY_nexis and KEY_nix (recorded as KEY.nexis and KEY.nix); nexis goes
+# first in odd rounds and nix in even ones, so that neither always inherits the state
+# (page cache, freed inodes) the other leaves.
+both() {
+    if ((rep % 2)); then
+        record "$1.nexis" "$(seconds "$1_nexis")"
+        record "$1.nix" "$(seconds "$1_nix")"
+    else
+        record "$1.nix" "$(seconds "$1_nix")"
+        record "$1.nexis" "$(seconds "$1_nexis")"
+    fi
+}
+
 for rep in $(seq 1 "$REPEATS"); do
     say "round $rep of $REPEATS"
 
     # Add the tree.
     a=$(fresh); b=$(fresh)
-    record tree.nexis "$(seconds nexis --root "$a" store add "$TREE")"
-    record tree.nix "$(seconds nix store add-path --store "$b" "$TREE")"
-    record tree.cp "$(seconds cp -a "$TREE" "$WORK/cp$rep")"
-    drop "$WORK/cp$rep"; sync
-    record tree.cpsync "$(seconds sh -c "cp -a '$TREE' '$WORK/cp$rep' && sync")"
+    both tree
+    record tree.cp "$(seconds cp -a "$TREE" "$WORK/cp")"
+    drop "$WORK/cp"; sync
+    record tree.cpsync "$(seconds sh -c "cp -a '$TREE' '$WORK/cp' && sync")"
     [ -n "$B3SUM" ] && record tree.b3 "$(seconds sh -c "find '$TREE' -type f -print0 | xargs -0 '$B3SUM' --no-names")"
-    drop "$a"; drop "$b"; drop "$WORK/cp$rep"; settle
+    drop "$a"; drop "$b"; drop "$WORK/cp"; settle
 
-    # Add the 1 GiB file (peak memory in the last round).
+    # Add the 1 GiB file (and, in the last round, peak memory).
     a=$(fresh); b=$(fresh)
     if [ "$rep" = "$REPEATS" ]; then
         /usr/bin/time -f '%e %M' -o "$WORK/t.nexis" "$NEXIS" --root "$a" store add "$BIG" >/dev/null
-        /usr/bin/time -f '%e %M' -o "$WORK/t.nix" nix store add-path --store "$b" "$BIG" >/dev/null
+        /usr/bin/time -f '%e %M' -o "$WORK/t.nix" nix store add-path --store "$b" "$BIG" >/dev/null 2>&1
         record big.nexis "$(cut -d' ' -f1 "$WORK/t.nexis")"
         record big.nix "$(cut -d' ' -f1 "$WORK/t.nix")"
         rss_nexis=$(cut -d' ' -f2 "$WORK/t.nexis")
         rss_nix=$(cut -d' ' -f2 "$WORK/t.nix")
     else
-        record big.nexis "$(seconds nexis --root "$a" store add "$BIG")"
-        record big.nix "$(seconds nix store add-path --store "$b" "$BIG")"
+        both big
     fi
     record big.cp "$(seconds cp "$BIG" "$WORK/big.cp")"
     rm -f "$WORK/big.cp"; sync
@@ -173,70 +199,59 @@ for rep in $(seq 1 "$REPEATS"); do
     rm -f "$WORK/big.cp"; drop "$a"; drop "$b"; settle
 
     # Hash the tree without adding it.
-    record hash.nexis "$(seconds nexis store hash-path "$TREE")"
-    record hash.nix "$(seconds nix-hash --type sha256 --base32 "$TREE")"
+    both hash
     [ -n "$B3SUM" ] && record hash.b3 "$(seconds sh -c "find '$TREE' -type f -print0 | xargs -0 '$B3SUM' --no-names")"
 
-    # 10,000 small files as 10,000 paths, one invocation.
+    # 10,000 small files as 10,000 paths, one invocation; then collect them, nothing live.
     a=$(fresh); b=$(fresh)
-    cd "$SMALL"
-    files=(f*)
-    record small.nexis "$(seconds nexis --root "$a" store add "${files[@]}")"
-    record small.nix "$(seconds nixs --store "$b" --add "${files[@]}")"
+    both small
     record small.cp "$(seconds cp -a "$SMALL" "$WORK/small.cp")"
-    cd "$WORK"
     sync; sleep 1
-
-    # GC of those 10,000, nothing live.
-    record gc0.nexis "$(seconds nexis --root "$a" gc)"
-    record gc0.nix "$(seconds nixs --store "$b" --gc)"
+    both gc
+    R[gc0.nexis]="${R[gc0.nexis]:-} ${R[gc.nexis]##* }"
+    R[gc0.nix]="${R[gc0.nix]:-} ${R[gc.nix]##* }"
     record gc0.rm "$(seconds rm -rf "$WORK/small.cp")"
     drop "$a"; drop "$b"; settle
 
-    # GC of 10,000 dead paths with 40,000 live ones (rooted by symlinks in gcroots).
+    # Collect 10,000 dead paths with 40,000 live ones (rooted by symlinks in gcroots).
     a=$(fresh); b=$(fresh)
-    cd "$LIVE"
-    live=(l*)
-    nexis --root "$a" store add "${live[@]}" >"$WORK/live.nexis"
-    nixs --store "$b" --add "${live[@]}" >"$WORK/live.nix"
+    (cd "$LIVE" && "$NEXIS" --root "$a" store add l*) >"$WORK/live.nexis"
+    (cd "$LIVE" && nix-store --store "$b" --add l*) >"$WORK/live.nix"
     mkdir -p "$a/nexis/var/nexis/gcroots" "$b/nix/var/nix/gcroots"
     xargs ln -s -t "$a/nexis/var/nexis/gcroots" <"$WORK/live.nexis"
     xargs ln -s -t "$b/nix/var/nix/gcroots" <"$WORK/live.nix"
-    cd "$SMALL"
-    nexis --root "$a" store add "${files[@]}" >/dev/null
-    nixs --store "$b" --add "${files[@]}" >/dev/null
-    cd "$WORK"
+    small_nexis >/dev/null
+    small_nix >/dev/null
     sync; sleep 1
-    record gc40.nexis "$(seconds nexis --root "$a" gc)"
-    record gc40.nix "$(seconds nixs --store "$b" --gc)"
+    both gc
+    R[gc40.nexis]="${R[gc40.nexis]:-} ${R[gc.nexis]##* }"
+    R[gc40.nix]="${R[gc40.nix]:-} ${R[gc.nix]##* }"
     [ "$(ls "$a/nexis/store" | wc -l)" -eq 40000 ] || die "nexis gc did not keep the 40,000 live paths"
-    [ "$(ls "$b/nix/store" | grep -vc '^\.links$')" -eq 40000 ] || die "nix gc did not keep the 40,000 live paths"
+    [ "$(ls "$b/nix/store" | wc -l)" -eq 40000 ] || die "nix gc did not keep the 40,000 live paths"
     drop "$a"; drop "$b"; settle
 
     # Verify everything: the tree, the 1 GiB file and 10,000 small paths.
     a=$(fresh); b=$(fresh)
     nexis --root "$a" store add "$TREE" "$BIG" >/dev/null
     nix store add-path --store "$b" "$TREE" >/dev/null
-    nix store add-path --store "$b" "$BIG" >/dev/null
-    cd "$SMALL"
-    nexis --root "$a" store add "${files[@]}" >/dev/null
-    nixs --store "$b" --add "${files[@]}" >/dev/null
-    cd "$WORK"
-    record verify.nexis "$(seconds nexis --root "$a" store verify --all)"
-    record verify.nix "$(seconds nixs --store "$b" --verify --check-contents)"
+    nix store add-path --store "$b" "$BIG" >/dev/null 2>&1
+    small_nexis >/dev/null
+    small_nix >/dev/null
+    both verify
 
     # Copying a closure that is all there already (one 1 GiB path): to a binary cache
     # that has it (the second of two copies), and from that cache into a store where it
-    # is valid. Only if this nexis has `store copy`.
+    # is valid. Uncompressed on both sides (Nix would use xz: minutes for 1 GiB). Only
+    # if this nexis has `store copy`.
     if "$NEXIS" store copy --help >/dev/null 2>&1; then
         bigpath=$(nexis --root "$a" store add "$BIG")
-        nexis --root "$a" store copy --to "file://$WORK/cache.nexis" "$bigpath" >/dev/null
-        record noopto.nexis "$(seconds nexis --root "$a" store copy --to "file://$WORK/cache.nexis" "$bigpath")"
+        nexis --root "$a" store copy --compression none --to "file://$WORK/cache.nexis" "$bigpath" >/dev/null
+        record noopto.nexis "$(seconds nexis --root "$a" store copy --compression none --to "file://$WORK/cache.nexis" "$bigpath")"
         record noopfrom.nexis "$(seconds nexis --root "$a" store copy --no-require-sigs --from "file://$WORK/cache.nexis" "$bigpath")"
-        nbig=$(nix store add-path --store "$b" "$BIG")
-        nix copy --from "$b" --to "file://$WORK/cache.nix" "$nbig" >/dev/null 2>&1
-        record noopto.nix "$(seconds nix copy --from "$b" --to "file://$WORK/cache.nix" "$nbig")"
-        record noopfrom.nix "$(seconds nix copy --no-check-sigs --from "file://$WORK/cache.nix" --to "$b" "$nbig")"
+        nbig=$(nix store add-path --store "$b" "$BIG" 2>/dev/null)
+        nix copy --from "$b" --to "file://$WORK/cache.nix?compression=none" "$nbig" >/dev/null 2>&1
+        record noopto.nix "$(seconds nix copy --from "$b" --to "file://$WORK/cache.nix?compression=none" "$nbig")"
+        record noopfrom.nix "$(seconds nix copy --no-check-sigs --from "file://$WORK/cache.nix?compression=none" --to "$b" "$nbig")"
         rm -rf "$WORK/cache.nexis" "$WORK/cache.nix"
     fi
     drop "$a"; drop "$b"; settle

@@ -530,11 +530,9 @@ fn copy_file(
         // chunks, each with blake3's multi-threaded mode while the next is read, so what
         // is hashed is what is stored, and memory stays two chunks whatever the size.
         fs::copy(src, to).map_err(io_err(src))?;
-        let mut output = File::options()
-            .read(true)
-            .write(true)
-            .open(to)
-            .map_err(io_err(to))?;
+        // Read-only is enough: mtime and mode are set by the owner, and the copy may
+        // have the source's read-only mode.
+        let mut output = File::open(to).map_err(io_err(to))?;
         let mut buf = Vec::new();
         let content = crate::walk::read_content(&mut output, *size, to, &mut buf, |_| Ok(()))
             .map_err(StoreError::from)?;

@@ -75,8 +75,11 @@ impl Store {
         for dir in ["gcroots", "profiles"] {
             let mut links = Vec::new();
             walk_links(&self.state_dir().join(dir), &mut links)?;
-            for link in links {
-                match self.link_target(&link)? {
+            // One `readlink` or two per root, in parallel: there may be many.
+            let targets: Vec<Result<Option<StorePath>, StoreError>> =
+                links.par_iter().map(|l| self.link_target(l)).collect();
+            for (link, target) in links.into_iter().zip(targets) {
+                match target? {
                     Some(p) => add(p, &link),
                     None if dir == "gcroots" && !self.exists_logical(&link)? => {
                         // An indirect root whose `result` link is gone: prune it.

@@ -9,9 +9,10 @@ use crate::context::Context;
 use crate::error::Error;
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["all", "paths"])))]
 pub(crate) struct Args {
     /// Check every valid path
-    #[arg(long, conflicts_with = "paths", required_unless_present = "paths")]
+    #[arg(long, conflicts_with = "paths")]
     all: bool,
     /// Store paths to check
     paths: Vec<String>,
