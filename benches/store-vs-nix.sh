@@ -157,14 +157,15 @@ verify_nix() { nixs --store "$b" --verify --check-contents; }
 
 # both KEY: time KEY_nexis and KEY_nix (recorded as KEY.nexis and KEY.nix); nexis goes
 # first in odd rounds and nix in even ones, so that neither always inherits the state
-# (page cache, freed inodes) the other leaves.
+# (page cache, freed inodes) the other leaves. Each starts with nothing dirty in the page
+# cache: `nexis` syncs the filesystem, which would otherwise flush the other's writes.
 both() {
     if ((rep % 2)); then
-        record "$1.nexis" "$(seconds "$1_nexis")"
-        record "$1.nix" "$(seconds "$1_nix")"
+        sync; record "$1.nexis" "$(seconds "$1_nexis")"
+        sync; record "$1.nix" "$(seconds "$1_nix")"
     else
-        record "$1.nix" "$(seconds "$1_nix")"
-        record "$1.nexis" "$(seconds "$1_nexis")"
+        sync; record "$1.nix" "$(seconds "$1_nix")"
+        sync; record "$1.nexis" "$(seconds "$1_nexis")"
     fi
 }
 
@@ -174,6 +175,7 @@ for rep in $(seq 1 "$REPEATS"); do
     # Add the tree.
     a=$(fresh); b=$(fresh)
     both tree
+    sync
     record tree.cp "$(seconds cp -a "$TREE" "$WORK/cp")"
     drop "$WORK/cp"; sync
     record tree.cpsync "$(seconds sh -c "cp -a '$TREE' '$WORK/cp' && sync")"
@@ -183,7 +185,9 @@ for rep in $(seq 1 "$REPEATS"); do
     # Add the 1 GiB file (and, in the last round, peak memory).
     a=$(fresh); b=$(fresh)
     if [ "$rep" = "$REPEATS" ]; then
+        sync
         /usr/bin/time -f '%e %M' -o "$WORK/t.nexis" "$NEXIS" --root "$a" store add "$BIG" >/dev/null
+        sync
         /usr/bin/time -f '%e %M' -o "$WORK/t.nix" nix store add-path --store "$b" "$BIG" >/dev/null 2>&1
         record big.nexis "$(cut -d' ' -f1 "$WORK/t.nexis")"
         record big.nix "$(cut -d' ' -f1 "$WORK/t.nix")"
@@ -192,6 +196,7 @@ for rep in $(seq 1 "$REPEATS"); do
     else
         both big
     fi
+    sync
     record big.cp "$(seconds cp "$BIG" "$WORK/big.cp")"
     rm -f "$WORK/big.cp"; sync
     record big.cpsync "$(seconds sh -c "cp '$BIG' '$WORK/big.cp' && sync")"
@@ -205,6 +210,7 @@ for rep in $(seq 1 "$REPEATS"); do
     # 10,000 small files as 10,000 paths, one invocation; then collect them, nothing live.
     a=$(fresh); b=$(fresh)
     both small
+    sync
     record small.cp "$(seconds cp -a "$SMALL" "$WORK/small.cp")"
     sync; sleep 1
     both gc
