@@ -33,6 +33,11 @@ impl Context {
         }
     }
 
+    /// Whether `--config` was given.
+    pub(crate) fn config_given(&self) -> bool {
+        self.config.is_some()
+    }
+
     /// `--root`.
     pub(crate) fn root(&self) -> &Path {
         &self.root

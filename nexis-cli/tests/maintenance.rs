@@ -1,4 +1,4 @@
-//! `nexis store verify|optimise|cat|ls|hash-path` on temporary roots.
+//! `nexis store verify|repair|optimise|cat|ls|hash-path` on temporary roots.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -71,6 +71,58 @@ fn verify_reports_damage_and_exits_1() {
         .collect();
     assert_eq!(kinds, ["hash-mismatch", "metadata"]);
     assert_eq!(report["problems"][1]["mode"], "0644");
+}
+
+#[test]
+fn repair_restores_from_the_configured_cache() {
+    let root = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let file = src.path().join("note");
+    fs::write(&file, "hello\n").unwrap();
+    let path = stdout(&nexis(
+        root.path(),
+        &["store", "add", file.to_str().unwrap()],
+    ));
+    let path = path.trim();
+    let url = format!("file://{}", cache.path().display());
+    stdout(&nexis(root.path(), &["store", "copy", "--to", &url, path]));
+    let physical = root
+        .path()
+        .join("nexis/store")
+        .join(path.trim_start_matches("/nexis/store/"));
+    fs::remove_file(&physical).unwrap();
+
+    // No cache: reported, exit 1.
+    let out = nexis(root.path(), &["store", "repair", "--all"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "not repaired: {path} is valid but missing on disk"
+        )) && text.contains("no binary cache"),
+        "{text}"
+    );
+
+    // The configuration names the cache.
+    let config = src.path().join("nexis.toml");
+    fs::write(&config, format!("[store]\nsubstituters = [\"{url}\"]\n")).unwrap();
+    let config = config.to_str().unwrap();
+    let out = stdout(&nexis(
+        root.path(),
+        &["--config", config, "store", "repair", "--all"],
+    ));
+    assert_eq!(out.trim(), format!("restored {path}"));
+    assert_eq!(fs::read_to_string(&physical).unwrap(), "hello\n");
+    stdout(&nexis(root.path(), &["store", "verify", "--all"]));
+
+    // A writable file is made read-only again without any cache, in JSON.
+    fs::set_permissions(&physical, fs::Permissions::from_mode(0o644)).unwrap();
+    let report = json(&nexis(root.path(), &["--json", "store", "repair", path]));
+    assert_eq!(report["clean"], true);
+    assert_eq!(report["canonicalised"][0], physical.to_str().unwrap());
+    let mode = fs::metadata(&physical).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o444);
 }
 
 #[test]

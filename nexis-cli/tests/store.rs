@@ -201,13 +201,46 @@ fn sign_export_and_import_between_roots() {
         err.contains(&path) && err.contains("not signed by a trusted key"),
         "{err}"
     );
-    // Trusted: imported, printed.
+    // A configuration that trusts another key does not help; one that trusts this key
+    // does (the `[store]` section).
+    let config = keys.path().join("nexis.toml");
+    let stranger = key_files(keys.path(), "stranger-1").1;
+    std::fs::write(
+        &config,
+        format!("[store]\ntrusted-public-keys = [\"{stranger}\"]\n"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let refused = nexis(to.path(), &["--config", config, "store", "import", file]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("trusted keys: stranger-1; signatures by: test-1"),
+        "{err}"
+    );
+    std::fs::write(
+        config,
+        format!("[store]\ntrusted-public-keys = [\"{public}\"]\n"),
+    )
+    .unwrap();
     let out = stdout(&nexis(
         to.path(),
-        &["store", "import", "--trusted-key", &public, file],
+        &["--config", config, "store", "import", file],
     ));
     assert_eq!(out.lines().collect::<Vec<_>>(), [path.as_str()]);
     stdout(&nexis(to.path(), &["store", "path-info", &path]));
+    // The same from `--trusted-key` into another store.
+    let to2 = tempfile::tempdir().unwrap();
+    let out = stdout(&nexis(
+        to2.path(),
+        &["store", "import", "--trusted-key", &public, file],
+    ));
+    assert_eq!(out.lines().collect::<Vec<_>>(), [path.as_str()]);
+    // An invalid configuration is an error that names it, not a silent fallback.
+    std::fs::write(config, "[store]\ntrusted-public-keys = [\"nonsense\"]\n").unwrap();
+    let bad = nexis(to2.path(), &["--config", config, "store", "import", file]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("is not a public key"), "{err}");
 
     // Through pipes, uncompressed, without signature checks.
     let stream = nexis(
@@ -215,7 +248,7 @@ fn sign_export_and_import_between_roots() {
         &["store", "export", "--compression", "none", &path],
     );
     assert!(stream.status.success());
-    assert!(stream.stdout.starts_with(b"nexis-export-v1\n"));
+    assert!(stream.stdout.starts_with(b"nexis-export-v2\n"));
     let other = tempfile::tempdir().unwrap();
     let imported = nexis_with_input(
         other.path(),

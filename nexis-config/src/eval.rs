@@ -412,6 +412,7 @@ fn decode_spec(
             "packages" => spec.packages = one(node, key, sink, diags).unwrap_or_default(),
             "security" => spec.security = one(node, key, sink, diags).unwrap_or_default(),
             "network" => spec.network = one(node, key, sink, diags).unwrap_or_default(),
+            "store" => spec.store = one(node, key, sink, diags).unwrap_or_default(),
             "users" => spec.users = entries(node, key, sink, diags),
             "groups" => spec.groups = entries(node, key, sink, diags),
             "files" => spec.files = entries(node, key, sink, diags),
@@ -420,7 +421,7 @@ fn decode_spec(
             other => {
                 let known = [
                     "inputs", "system", "boot", "packages", "users", "groups", "files", "services",
-                    "security", "network", "recipes", "imports", "defaults", "force",
+                    "security", "network", "store", "recipes", "imports", "defaults", "force",
                 ];
                 diags.push(
                     Diagnostic::new(

@@ -48,9 +48,39 @@ pub struct SystemSpec {
     /// Network interfaces and name resolution.
     #[serde(default)]
     pub network: Network,
+    /// The store: binary caches and the keys trusted to sign what they serve.
+    #[serde(default)]
+    pub store: StoreSettings,
     /// Package recipes defined inline (the `self` input).
     #[serde(default)]
     pub recipes: BTreeMap<Spanned<String>, Recipe>,
+}
+
+/// `[store]`: where substitutes come from and whose signatures are trusted.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Binary caches asked for substitutes, in order: `file:///DIR`, `http://…`,
+    /// `https://…`.
+    #[serde(default)]
+    pub substituters: Vec<Spanned<String>>,
+    /// Public keys (`NAME:BASE64`, as `nexis store generate-key` prints them) whose
+    /// signatures are accepted on substituted and imported paths (a set).
+    #[serde(default)]
+    pub trusted_public_keys: BTreeSet<Spanned<String>>,
+    /// Refuse substituted and imported paths that no trusted key signed.
+    #[serde(default = "yes")]
+    pub require_signatures: bool,
+}
+
+impl Default for StoreSettings {
+    fn default() -> StoreSettings {
+        StoreSettings {
+            substituters: Vec::new(),
+            trusted_public_keys: BTreeSet::new(),
+            require_signatures: true,
+        }
+    }
 }
 
 /// `[system]`: host identity and locale.

@@ -1,7 +1,7 @@
 //! Semantic checks on the decoded configuration: formats, ranges, paths, the mutability
 //! policy, and references between users, groups, files and services.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::de::Spanned;
 use crate::diagnostic::{Diagnostic, did_you_mean};
@@ -119,6 +119,68 @@ pub(crate) fn validate(
     services(&mut v, spec);
     security(&mut v, spec);
     network(&mut v, spec);
+    store(&mut v, spec);
+}
+
+fn store(v: &mut V<'_>, spec: &SystemSpec) {
+    let mut seen = BTreeSet::new();
+    for url in &spec.store.substituters {
+        let u = url.value.as_str();
+        let scheme_ok = u
+            .strip_prefix("file://")
+            .is_some_and(|p| p.starts_with('/'))
+            || u.strip_prefix("https://").is_some_and(|h| !h.is_empty())
+            || u.strip_prefix("http://").is_some_and(|h| !h.is_empty());
+        if !scheme_ok {
+            v.err(
+                "invalid-value",
+                v.at(url),
+                format!("`{u}` is not a binary cache URL"),
+                "not file:///DIR, http://… or https://…",
+                Some("a cache on this machine is `file:///var/cache/nexis`".into()),
+            );
+        } else if !seen.insert(u) {
+            v.err(
+                "duplicate",
+                v.at(url),
+                format!("binary cache `{u}` is listed twice"),
+                "listed again",
+                None,
+            );
+        }
+    }
+    for key in &spec.store.trusted_public_keys {
+        if !public_key_form(&key.value) {
+            v.err(
+                "invalid-value",
+                v.at(key),
+                format!("`{}` is not a public key", key.value),
+                "expected NAME:BASE64",
+                Some(
+                    "use the second line `nexis store generate-key NAME` prints, e.g. \
+                     `cache.example.org-1:` and 44 base64 characters"
+                        .into(),
+                ),
+            );
+        }
+    }
+}
+
+/// `NAME:BASE64` with a 32-byte key: name of letters, digits, `.`, `_`, `-`; 43 base64
+/// characters and one `=`.
+fn public_key_form(key: &str) -> bool {
+    let Some((name, b64)) = key.split_once(':') else {
+        return false;
+    };
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && b64.len() == 44
+        && b64.ends_with('=')
+        && b64[..43]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
 }
 
 fn inputs(v: &mut V<'_>, spec: &SystemSpec) {

@@ -162,7 +162,7 @@ fn files<'a>(node: &'a Node, dest: &Path, out: &mut Vec<(&'a Node, PathBuf)>) {
 
 use std::os::unix::ffi::OsStrExt as _;
 
-const MTIME: Duration = Duration::from_secs(1);
+pub(crate) const MTIME: Duration = Duration::from_secs(1);
 
 /// Paths installed under one set of locks by [`Store::add_paths`]: bounds the lock files
 /// held open at once (each is a descriptor) while amortising the syncs over many paths.

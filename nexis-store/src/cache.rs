@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::archive::{ArchiveError, write_archive};
 use crate::db::PathInfo;
 use crate::path::{STORE_DIR, StorePath};
-use crate::receive::{ReceiveError, Trust, references_first};
+use crate::receive::{FileDigest, ReceiveError, Trust, references_first};
 use crate::sign::SecretKey;
 use crate::store::{Store, StoreError};
 
@@ -765,6 +765,22 @@ pub enum CacheError {
         /// The cache.
         dir: PathBuf,
     },
+    /// The cache holds other content under a path than this store recorded for it
+    /// (archive size and tree hash).
+    #[error(
+        "{path} in the binary cache {} is not what this store recorded: {cached}, recorded {known}",
+        dir.display()
+    )]
+    Differs {
+        /// The path.
+        path: StorePath,
+        /// The cache.
+        dir: PathBuf,
+        /// The cache's archive size and tree hash.
+        cached: Box<FileDigest>,
+        /// The recorded archive size and tree hash.
+        known: Box<FileDigest>,
+    },
     /// An info file does not parse.
     #[error(transparent)]
     Info(#[from] InfoError),
@@ -1006,7 +1022,7 @@ impl Store {
 }
 
 /// Check `dir/nexis-cache-info`: it must exist and name this store directory.
-fn check_cache_dir(dir: &Path) -> Result<(), CacheError> {
+pub(crate) fn check_cache_dir(dir: &Path) -> Result<(), CacheError> {
     let marker = dir.join(CACHE_INFO_FILE);
     let not_a_cache = |why: String| CacheError::NotACache {
         dir: dir.to_owned(),
@@ -1034,7 +1050,7 @@ fn check_cache_dir(dir: &Path) -> Result<(), CacheError> {
 }
 
 /// Read and parse `dir/<hash part>.info`, checking that it describes `path`.
-fn read_info(dir: &Path, path: &StorePath) -> Result<(PathBuf, CacheInfo), CacheError> {
+pub(crate) fn read_info(dir: &Path, path: &StorePath) -> Result<(PathBuf, CacheInfo), CacheError> {
     let file = dir.join(format!("{}.info", path.hash_part()));
     let f = match File::open(&file) {
         Ok(f) => f,
@@ -1062,7 +1078,7 @@ fn read_info(dir: &Path, path: &StorePath) -> Result<(PathBuf, CacheInfo), Cache
 }
 
 /// The local file an archive URL names: relative, inside the cache, no `..`.
-fn local_file(dir: &Path, info_file: &Path, url: &str) -> Result<PathBuf, CacheError> {
+pub(crate) fn local_file(dir: &Path, info_file: &Path, url: &str) -> Result<PathBuf, CacheError> {
     let rel = Path::new(url);
     let inside = !url.contains("://")
         && rel.components().count() > 0
@@ -1224,7 +1240,7 @@ mod tests {
         for c in [Compression::None, Compression::Zstd, Compression::Gzip] {
             assert_eq!(c.name().parse::<Compression>().unwrap(), c);
             let mut enc = c.encoder(Vec::new()).unwrap();
-            enc.write_all(b"nexis-export-v1\n").unwrap();
+            enc.write_all(b"nexis-export-v2\n").unwrap();
             let bytes = enc.finish().unwrap();
             assert_eq!(Compression::detect(&bytes), c);
             let mut out = Vec::new();
@@ -1232,7 +1248,7 @@ mod tests {
                 .unwrap()
                 .read_to_end(&mut out)
                 .unwrap();
-            assert_eq!(out, b"nexis-export-v1\n");
+            assert_eq!(out, b"nexis-export-v2\n");
         }
         assert!("lz4".parse::<Compression>().is_err());
     }

@@ -2,18 +2,24 @@
 //! format").
 //!
 //! ```text
-//! stream  = "nexis-export-v1\n"  record*  u64 0       (then nothing)
-//! record  = u64 1  u64 info_len  info  u64 archive_len  archive
+//! stream   = "nexis-export-v2\n"  u64 count  manifest  archives
+//! manifest = (u64 info_len  info){count}
+//! archives = (u64 archive_len  archive){count}      (in manifest order)
 //! ```
 //!
 //! Integers are u64 little-endian; `info` is the path's info text ([`CacheInfo`] without
 //! the archive-file keys), `archive` its canonical archive, exactly `archive_len` bytes
-//! (the info's `ArchiveSize`). Records come references first. The whole stream may be
+//! (the info's `ArchiveSize`). Paths come references first. The whole stream may be
 //! compressed with zstd or gzip; the importer tells by the first bytes.
 //!
-//! Importing goes through a [`Receiver`](crate::Receiver): every record is verified
-//! (content, content address, signature) before any path becomes valid, and all become
-//! valid in one transaction.
+//! The manifest comes first so that an importer knows every path before any archive:
+//! it refuses untrusted paths before reading content, and when it holds every path
+//! already it stops after the manifest (a metadata-only no-op, whatever the archives
+//! weigh).
+//!
+//! Importing goes through a [`Receiver`](crate::Receiver): every path is verified
+//! (content, content address, signature) before any becomes valid, and all become valid
+//! in one transaction.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -26,10 +32,10 @@ use crate::receive::{ReceiveError, Trust, references_first};
 use crate::store::{Store, StoreError};
 
 /// The 16 bytes an export stream starts with (after decompression).
-pub const EXPORT_MAGIC: &[u8; 16] = b"nexis-export-v1\n";
+pub const EXPORT_MAGIC: &[u8; 16] = b"nexis-export-v2\n";
 
-const TAG_END: u64 = 0;
-const TAG_PATH: u64 = 1;
+/// At most this many paths in one stream.
+pub const MAX_EXPORT_PATHS: u64 = 1 << 20;
 
 fn hex(hash: &[u8; 32]) -> String {
     blake3::Hash::from_bytes(*hash).to_hex().to_string()
@@ -94,8 +100,24 @@ pub enum ImportError {
         source: io::Error,
     },
     /// The stream is not an export stream.
-    #[error("not a nexis export stream: it does not start with `nexis-export-v1`")]
+    #[error("not a nexis export stream: it does not start with `nexis-export-v2`")]
     BadMagic,
+    /// The stream holds more paths than the format allows.
+    #[error("export stream: {count} paths (at most {MAX_EXPORT_PATHS})")]
+    TooManyPaths {
+        /// The count given.
+        count: u64,
+    },
+    /// The manifest names a path twice.
+    #[error("export stream: {path} is in the manifest twice (entries {first} and {second})")]
+    Duplicate {
+        /// The path.
+        path: StorePath,
+        /// Its first entry, from 1.
+        first: u64,
+        /// The repeated entry.
+        second: u64,
+    },
     /// The stream ends early.
     #[error("export stream truncated at byte {offset}: expected {expected}")]
     Truncated {
@@ -104,18 +126,10 @@ pub enum ImportError {
         /// What was expected.
         expected: &'static str,
     },
-    /// A record tag other than 0 and 1.
-    #[error("export stream: unknown record tag {tag} at byte {offset}")]
-    UnknownTag {
-        /// Where it is.
-        offset: u64,
-        /// The tag.
-        tag: u64,
-    },
     /// An info text longer than the format allows.
-    #[error("export stream: the info of record {record} is {len} bytes (at most {MAX_INFO_LEN})")]
+    #[error("export stream: the info of entry {record} is {len} bytes (at most {MAX_INFO_LEN})")]
     InfoTooLong {
-        /// The record, from 1.
+        /// The manifest entry, from 1.
         record: u64,
         /// The length given.
         len: u64,
@@ -123,12 +137,10 @@ pub enum ImportError {
     /// An info text does not parse.
     #[error(transparent)]
     Info(#[from] InfoError),
-    /// A record's archive length differs from its info's `ArchiveSize`.
-    #[error(
-        "export stream: record {record} ({path}) has an archive of {actual} bytes, its info says {expected}"
-    )]
+    /// An archive's length differs from its info's `ArchiveSize`.
+    #[error("export stream: archive {record} ({path}) is {actual} bytes, its info says {expected}")]
     ArchiveLength {
-        /// The record, from 1.
+        /// The manifest entry, from 1.
         record: u64,
         /// Its path.
         path: StorePath,
@@ -137,8 +149,8 @@ pub enum ImportError {
         /// The length before the archive.
         actual: u64,
     },
-    /// Bytes after the end record.
-    #[error("export stream: bytes after the end record at byte {offset}")]
+    /// Bytes after the last archive.
+    #[error("export stream: bytes after the last archive at byte {offset}")]
     TrailingBytes {
         /// Where they start.
         offset: u64,
@@ -254,12 +266,15 @@ impl Store {
         let write = |source| ExportError::Write { source };
         let mut enc = compression.encoder(out).map_err(write)?;
         enc.write_all(EXPORT_MAGIC).map_err(write)?;
+        enc.write_all(&(infos.len() as u64).to_le_bytes())
+            .map_err(write)?;
         for info in &infos {
             let text = CacheInfo::from_path_info(info).to_text();
-            enc.write_all(&TAG_PATH.to_le_bytes()).map_err(write)?;
             enc.write_all(&(text.len() as u64).to_le_bytes())
                 .map_err(write)?;
             enc.write_all(text.as_bytes()).map_err(write)?;
+        }
+        for info in &infos {
             enc.write_all(&info.archive_size.to_le_bytes())
                 .map_err(write)?;
             let tree = write_archive(&self.physical(&info.path), &mut enc).map_err(|source| {
@@ -278,16 +293,18 @@ impl Store {
                 });
             }
         }
-        enc.write_all(&TAG_END.to_le_bytes()).map_err(write)?;
         enc.finish().and_then(|mut w| w.flush()).map_err(write)?;
         Ok(infos.into_iter().map(|i| i.path).collect())
     }
 
-    /// Import an export stream (compressed with zstd or gzip, or not): verify every
-    /// record as [`Receiver`](crate::Receiver) does, then make the new paths valid in
-    /// one transaction. Paths valid already are skipped (their archives read through,
-    /// not unpacked); a stream of valid paths changes nothing in the store. On any error
-    /// the store is left as it was. Returns the paths of the stream, in its order.
+    /// Import an export stream (compressed with zstd or gzip, or not). The manifest is
+    /// read first; the paths this store lacks are checked against `trust` before any
+    /// archive is read, then received as [`Receiver`](crate::Receiver) does and made
+    /// valid in one transaction. Archives of paths valid already are read through, not
+    /// unpacked, and reading stops once every missing path is received: a stream of
+    /// valid paths is read up to its manifest only and changes nothing in the store. On
+    /// any error the store is left as it was. Returns the paths of the stream, in its
+    /// order.
     pub fn import(&self, input: impl Read, trust: &Trust) -> Result<Vec<StorePath>, ImportError> {
         let mut input = input;
         let mut head = [0u8; 4];
@@ -307,16 +324,13 @@ impl Store {
             Ok(()) | Err(ImportError::Truncated { .. }) => return Err(ImportError::BadMagic),
             Err(e) => return Err(e),
         }
-        let mut receiver = self.receive(trust)?;
-        let mut record = 0;
-        loop {
-            let at = src.offset;
-            match src.u64("a record tag")? {
-                TAG_END => break,
-                TAG_PATH => {}
-                tag => return Err(ImportError::UnknownTag { offset: at, tag }),
-            }
-            record += 1;
+        let count = src.u64("the number of paths")?;
+        if count > MAX_EXPORT_PATHS {
+            return Err(ImportError::TooManyPaths { count });
+        }
+        let mut manifest: Vec<CacheInfo> = Vec::new();
+        let mut seen: BTreeMap<StorePath, u64> = BTreeMap::new();
+        for record in 1..=count {
             let len = src.u64("the length of an info")?;
             let len = match usize::try_from(len) {
                 Ok(l) if l <= MAX_INFO_LEN => l,
@@ -324,43 +338,74 @@ impl Store {
             };
             let mut text = vec![0u8; len];
             src.exact(&mut text, "an info")?;
-            let info = CacheInfo::parse(&text, &format!("export record {record}"))?;
+            let info = CacheInfo::parse(&text, &format!("export manifest entry {record}"))?;
+            if let Some(first) = seen.insert(info.path.clone(), record) {
+                return Err(ImportError::Duplicate {
+                    path: info.path,
+                    first,
+                    second: record,
+                });
+            }
+            manifest.push(info);
+        }
+
+        let mut receiver = self.receive(trust)?;
+        let mut wanted = Vec::with_capacity(manifest.len());
+        for info in &manifest {
+            let want = receiver.wants(&info.path)?;
+            if want {
+                // Refused before any content is read.
+                info.verify(trust)?;
+            }
+            wanted.push(want);
+        }
+        let last_wanted = wanted.iter().rposition(|w| *w);
+        for (i, info) in manifest.iter().enumerate() {
+            if last_wanted.is_none_or(|l| i > l) {
+                receiver.offer(&info.path);
+                continue;
+            }
+            let record = i as u64 + 1;
             let archive_len = src.u64("the length of an archive")?;
             if archive_len != info.archive_size {
                 return Err(ImportError::ArchiveLength {
                     record,
-                    path: info.path,
+                    path: info.path.clone(),
                     expected: info.archive_size,
                     actual: archive_len,
                 });
             }
             let mut archive = (&mut src).take(archive_len);
-            if !receiver.add(&info, &mut archive)? {
-                // Valid already: read the archive through without unpacking it.
-                let skipped = io::copy(&mut archive, &mut io::sink());
-                match skipped {
-                    Ok(n) if n == archive_len => {}
-                    Ok(_) => {
-                        return Err(ImportError::Truncated {
-                            offset: src.offset,
-                            expected: "the rest of an archive",
-                        });
-                    }
-                    Err(source) => {
-                        return Err(ImportError::Read {
-                            offset: src.offset,
-                            source,
-                        });
-                    }
+            if wanted[i] && receiver.add(info, &mut archive)? {
+                continue;
+            }
+            receiver.offer(&info.path);
+            // Valid already: read the archive through without unpacking it.
+            match io::copy(&mut archive, &mut io::sink()) {
+                Ok(n) if n == archive_len => {}
+                Ok(_) => {
+                    return Err(ImportError::Truncated {
+                        offset: src.offset,
+                        expected: "the rest of an archive",
+                    });
+                }
+                Err(source) => {
+                    return Err(ImportError::Read {
+                        offset: src.offset,
+                        source,
+                    });
                 }
             }
         }
-        let mut probe = [0u8; 1];
-        let at = src.offset;
-        match src.read(&mut probe) {
-            Ok(0) => {}
-            Ok(_) => return Err(ImportError::TrailingBytes { offset: at }),
-            Err(source) => return Err(ImportError::Read { offset: at, source }),
+        if last_wanted == Some(manifest.len() - 1) {
+            // The whole stream was read: nothing may follow.
+            let mut probe = [0u8; 1];
+            let at = src.offset;
+            match src.read(&mut probe) {
+                Ok(0) => {}
+                Ok(_) => return Err(ImportError::TrailingBytes { offset: at }),
+                Err(source) => return Err(ImportError::Read { offset: at, source }),
+            }
         }
         Ok(receiver.commit()?)
     }

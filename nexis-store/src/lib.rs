@@ -21,7 +21,8 @@
 //! [`Trust`]ed key) before the batch becomes valid in one transaction; checking the
 //! store against its database ([`Store::verify`], a [`VerifyReport`] of [`Problem`]s);
 //! deduplicating paths added before ([`Store::optimise`]); reading inside valid paths
-//! ([`Store::list`], [`Store::open_file`]). Still to come (store issue): `repair`.
+//! ([`Store::list`], [`Store::open_file`]); repairing it ([`Store::repair`]: canonical
+//! modes in place, damaged or missing paths restored from a binary cache).
 //!
 //! ```
 //! let root = tempfile::tempdir()?;
@@ -47,6 +48,7 @@ mod optimise;
 mod path;
 mod receive;
 mod refs;
+mod repair;
 mod sign;
 mod store;
 mod verify;
@@ -66,7 +68,7 @@ pub use cache::{
     UnknownCompression, ZSTD_MAGIC,
 };
 pub use db::{DanglingRef, Db, DbError, PathInfo};
-pub use export::{EXPORT_MAGIC, ExportError, ImportError};
+pub use export::{EXPORT_MAGIC, ExportError, ImportError, MAX_EXPORT_PATHS};
 pub use gc::{GcOptions, GcProgress, GcReport};
 pub use hash::{TreeInfo, hash_path};
 pub use optimise::{OptimiseProgress, OptimiseReport};
@@ -76,6 +78,7 @@ pub use path::{
 };
 pub use receive::{FileDigest, ReceiveError, Receiver, Trust};
 pub use refs::RefScanner;
+pub use repair::RepairReport;
 pub use sign::{PublicKey, SecretKey, SignError, fingerprint as signing_fingerprint, trusted_by};
 pub use store::{Store, StoreError};
 pub use verify::{Problem, VerifyProgress, VerifyReport};

@@ -411,7 +411,10 @@ impl Receiver<'_> {
         Ok(!self.in_batch.contains(path) && !self.store.with_db(|db| db.is_valid(path))?)
     }
 
-    fn offer(&mut self, path: &StorePath) {
+    /// Record `path` as part of this batch without receiving anything for it (it is
+    /// valid already, or offered before): [`Receiver::commit`] keeps it as a temp root
+    /// and lists it.
+    pub fn offer(&mut self, path: &StorePath) {
         if self.offered_set.insert(path.clone()) {
             self.offered.push(path.clone());
         }
@@ -464,6 +467,17 @@ impl Receiver<'_> {
         if !self.wants(&info.path)? {
             return Ok(false);
         }
+        self.prepare_compressed(info, file).map(|()| true)
+    }
+
+    /// Check `info`, then unpack and verify its compressed archive file into `.tmp/` as
+    /// [`Receiver::add_compressed`] does, whether or not the path is valid (repair
+    /// replaces valid paths).
+    pub(crate) fn prepare_compressed(
+        &mut self,
+        info: &CacheInfo,
+        file: &mut dyn Read,
+    ) -> Result<(), ReceiveError> {
         let Some(af) = &info.file else {
             return Err(ReceiveError::NoArchiveFile {
                 path: info.path.clone(),
@@ -528,7 +542,17 @@ impl Receiver<'_> {
             }
             return Err(read_err(e));
         }
-        result.map(|()| true)
+        result
+    }
+
+    /// Take the prepared trees (each at `DIR/t`, with its info) out of the receiver,
+    /// which then no longer removes them: the caller does.
+    pub(crate) fn take_prepared(&mut self) -> Vec<(PathInfo, PathBuf)> {
+        self.in_batch.clear();
+        std::mem::take(&mut self.prepared)
+            .into_iter()
+            .map(|p| (p.info, p.tmp))
+            .collect()
     }
 
     /// Remove the path prepared last.

@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use nexis_store::{BrowseError, Problem, Store, StoreEntryKind, StorePath};
+use nexis_store::{BrowseError, Compression, Problem, Store, StoreEntryKind, StorePath};
 
 fn tree(dir: &Path) {
     fs::create_dir_all(dir.join("bin")).unwrap();
@@ -47,29 +47,28 @@ fn kinds(problems: &[Problem]) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-#[test]
-fn verify_finds_modified_missing_and_non_canonical_paths() {
-    let root = tempfile::tempdir().unwrap();
-    let src = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
-    let a = add(&store, src.path(), "a", tree);
-    let b = add(&store, src.path(), "b", |d| {
+/// Four paths: a tree (`a`), a directory (`b`), a file (`c`), a directory (`d`).
+fn four_paths(store: &Store, src: &Path) -> [StorePath; 4] {
+    let a = add(store, src, "a", tree);
+    let b = add(store, src, "b", |d| {
         fs::create_dir(d).unwrap();
         fs::write(d.join("x"), "bee\n").unwrap();
     });
-    let c = add(&store, src.path(), "c", |d| fs::write(d, "sea\n").unwrap());
-    let d = add(&store, src.path(), "d", |d| {
+    let c = add(store, src, "c", |d| fs::write(d, "sea\n").unwrap());
+    let d = add(store, src, "d", |d| {
         fs::create_dir(d).unwrap();
         fs::write(d.join("y"), "dee\n").unwrap();
     });
 
-    let report = store.verify(None, &|_| {}).unwrap();
-    assert_eq!(report.checked, 4);
-    assert!(report.is_clean(), "{:?}", report.problems);
+    [a, b, c, d]
+}
 
+/// Damage the four paths: a file of `a` modified, `b` removed, `c` writable and setuid
+/// (content intact), `d` with an extra file and a writable directory.
+fn damage(store: &Store, [a, b, c, d]: &[StorePath; 4]) {
     // a: a byte of a file changes (through a copy: the original inode is shared with
     // `.links/`), mode and mtime put back.
-    let a_dir = store.physical(&a).join("share/doc");
+    let a_dir = store.physical(a).join("share/doc");
     edit_dir(&a_dir, || {
         let readme = a_dir.join("README");
         fs::remove_file(&readme).unwrap();
@@ -79,11 +78,11 @@ fn verify_finds_modified_missing_and_non_canonical_paths() {
         fs::set_permissions(&readme, fs::Permissions::from_mode(0o444)).unwrap();
     });
     // b: gone.
-    nexis_store::remove_tree(&store.physical(&b)).unwrap();
+    nexis_store::remove_tree(&store.physical(b)).unwrap();
     // c: writable and setuid.
-    fs::set_permissions(store.physical(&c), fs::Permissions::from_mode(0o4644)).unwrap();
+    fs::set_permissions(store.physical(c), fs::Permissions::from_mode(0o4644)).unwrap();
     // d: a directory with another mtime, and an extra file (another archive size).
-    let d_dir = store.physical(&d);
+    let d_dir = store.physical(d);
     fs::set_permissions(&d_dir, fs::Permissions::from_mode(0o755)).unwrap();
     fs::write(d_dir.join("extra"), "").unwrap();
     fs::set_permissions(d_dir.join("extra"), fs::Permissions::from_mode(0o444)).unwrap();
@@ -92,6 +91,20 @@ fn verify_finds_modified_missing_and_non_canonical_paths() {
         .set_modified(UNIX_EPOCH + Duration::from_secs(1))
         .unwrap();
     fs::set_permissions(&d_dir, fs::Permissions::from_mode(0o555)).unwrap();
+}
+
+#[test]
+fn verify_finds_modified_missing_and_non_canonical_paths() {
+    let root = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let paths = four_paths(&store, src.path());
+    let [a, b, c, d] = paths.clone();
+
+    let report = store.verify(None, &|_| {}).unwrap();
+    assert_eq!(report.checked, 4);
+    assert!(report.is_clean(), "{:?}", report.problems);
+    damage(&store, &paths);
 
     let report = store.verify(None, &|_| {}).unwrap();
     let mut found = kinds(&report.problems);
@@ -138,6 +151,119 @@ fn verify_finds_modified_missing_and_non_canonical_paths() {
     let ghost = StorePath::parse("/nexis/store/00000000000000000000000000000000-ghost").unwrap();
     let report = store.verify(Some(&[ghost]), &|_| {}).unwrap();
     assert_eq!(report.problems[0].kind(), "not-valid");
+}
+
+#[test]
+fn repair_restores_from_a_binary_cache_and_fixes_modes_in_place() {
+    let root = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let paths = four_paths(&store, src.path());
+    let [a, b, c, d] = paths.clone();
+    store
+        .copy_to_cache(&paths, cache.path(), None, Compression::Zstd)
+        .unwrap();
+    damage(&store, &paths);
+    let c_ino = fs::metadata(store.physical(&c)).unwrap().ino();
+
+    // Without a cache: c's mode is fixed in place; the rest is reported, untouched.
+    let report = store.repair(None, None).unwrap();
+    assert_eq!(report.checked, 4);
+    assert!(report.restored.is_empty());
+    assert_eq!(report.canonicalised, [store.physical(&c)]);
+    let mut left: Vec<(&str, String)> = report
+        .unrepaired
+        .iter()
+        .map(|(p, why)| {
+            assert_eq!(why, "no binary cache given to restore it from");
+            (p.kind(), p.path().unwrap().to_string())
+        })
+        .collect();
+    left.sort();
+    let mut expected = vec![
+        ("hash-mismatch", a.to_string()),
+        ("missing", b.to_string()),
+        ("hash-mismatch", d.to_string()),
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
+    let c_meta = fs::metadata(store.physical(&c)).unwrap();
+    assert_eq!(
+        (c_meta.mode() & 0o7777, c_meta.mtime(), c_meta.ino()),
+        (0o444, 1, c_ino)
+    );
+    assert!(!store.physical(&b).exists());
+
+    // A cache whose archive of `a` has a flipped byte: `a` stays as it was, the others
+    // are restored.
+    let info = fs::read_to_string(cache.path().join(format!("{}.info", a.hash_part()))).unwrap();
+    let url = info
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .unwrap()
+        .to_owned();
+    let archive_file = cache.path().join(&url);
+    let good = fs::read(&archive_file).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 5;
+    bad[last] ^= 1;
+    fs::write(&archive_file, &bad).unwrap();
+    let a_before = nexis_store::hash_path(&store.physical(&a)).unwrap().hash;
+    let report = store.repair(None, Some(cache.path())).unwrap();
+    let mut restored = report.restored.clone();
+    restored.sort();
+    let mut want = vec![b.clone(), d.clone()];
+    want.sort();
+    assert_eq!(restored, want);
+    assert_eq!(report.unrepaired.len(), 1, "{:?}", report.unrepaired);
+    let (problem, why) = &report.unrepaired[0];
+    assert_eq!(problem.path(), Some(&a));
+    assert!(why.contains("file hash") || why.contains(&url), "{why}");
+    assert_eq!(
+        nexis_store::hash_path(&store.physical(&a)).unwrap().hash,
+        a_before,
+        "a failed restoration leaves the path as it was"
+    );
+
+    // A cache whose info says other content is refused before anything is read.
+    fs::write(&archive_file, &good).unwrap();
+    let info_file = cache.path().join(format!("{}.info", a.hash_part()));
+    let lied = info
+        .lines()
+        .map(|l| {
+            if l.starts_with("TreeHash: ") {
+                format!("TreeHash: blake3:{}", blake3::hash(b"other").to_hex())
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    fs::write(&info_file, lied).unwrap();
+    let report = store
+        .repair(Some(std::slice::from_ref(&a)), Some(cache.path()))
+        .unwrap();
+    assert_eq!(report.unrepaired.len(), 1);
+    assert!(
+        report.unrepaired[0]
+            .1
+            .contains("is not what this store recorded"),
+        "{}",
+        report.unrepaired[0].1
+    );
+
+    // The honest cache repairs the rest, and the store verifies clean.
+    fs::write(&info_file, info).unwrap();
+    let report = store.repair(None, Some(cache.path())).unwrap();
+    assert_eq!(report.restored, std::slice::from_ref(&a));
+    assert!(report.is_clean(), "{:?}", report.unrepaired);
+    let report = store.verify(None, &|_| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    // Nothing to do on a clean store.
+    let report = store.repair(None, Some(cache.path())).unwrap();
+    assert!(report.restored.is_empty() && report.canonicalised.is_empty());
 }
 
 #[test]

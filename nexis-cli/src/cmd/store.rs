@@ -48,6 +48,9 @@ enum Command {
     Copy(transfer::CopyArgs),
     /// Hash store paths again and compare with the database; exit 1 if anything is wrong
     Verify(verify::Args),
+    /// Verify, then repair: canonical modes in place, damaged or missing paths from a
+    /// binary cache (--from); exit 1 if anything is left unrepaired
+    Repair(verify::RepairArgs),
     /// Hard-link identical files of all valid paths to one copy; report the bytes saved
     Optimise,
     /// Print a file inside a store path
@@ -131,6 +134,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
             }
         }
         Command::Verify(a) => verify::run(ctx, &store, a),
+        Command::Repair(a) => verify::repair(ctx, &store, a),
         Command::Optimise => optimise::run(ctx, &store),
         Command::Cat(a) => browse::cat(&store, a),
         Command::Ls(a) => browse::ls(ctx, &store, a),
@@ -305,4 +309,17 @@ fn path_info(ctx: &Context, store: &Store, paths: &[String]) -> Result<ExitCode,
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The `[store]` section of the configuration, when there is one: `--config`, else
+/// `./nexis.toml`, else `/etc/nexis/nexis.toml` if it exists (none is no error; an
+/// invalid one is).
+pub(crate) fn settings(ctx: &Context) -> Result<Option<nexis_config::StoreSettings>, Error> {
+    let path = ctx.config_path()?;
+    if !ctx.config_given() && !path.is_file() {
+        return Ok(None);
+    }
+    let evaluation = super::evaluate(ctx, &crate::loader::FsLoader::new(), &path)
+        .map_err(|source| Error::Invalid { path, source })?;
+    Ok(Some(evaluation.spec.store))
 }

@@ -45,15 +45,32 @@ struct TrustArgs {
 }
 
 impl TrustArgs {
-    fn trust(&self) -> Result<Trust, Error> {
-        let keys = self
+    /// The keys given here and those of the configuration's `[store]` section;
+    /// signatures are required unless `--no-require-sigs` or the configuration says
+    /// otherwise.
+    fn trust(&self, ctx: &Context) -> Result<Trust, Error> {
+        let settings = super::settings(ctx)?.unwrap_or_default();
+        let mut keys: Vec<PublicKey> = self
             .trusted_keys
             .iter()
             .map(|k| PublicKey::parse(k).map_err(|source| Error::TrustedKey { source }))
             .collect::<Result<_, _>>()?;
+        for k in &settings.trusted_public_keys {
+            keys.push(PublicKey::parse(&k.value).map_err(|source| Error::TrustedKey { source })?);
+        }
+        ctx.out.debug(
+            1,
+            &format!(
+                "trusted keys: {}",
+                keys.iter()
+                    .map(PublicKey::name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
         Ok(Trust {
             keys,
-            require_signatures: !self.no_require_sigs,
+            require_signatures: !self.no_require_sigs && settings.require_signatures,
         })
     }
 
@@ -175,7 +192,7 @@ pub(super) fn export(ctx: &Context, store: &Store, args: &ExportArgs) -> Result<
 }
 
 pub(super) fn import(ctx: &Context, store: &Store, args: &ImportArgs) -> Result<ExitCode, Error> {
-    let trust = args.trust.trust()?;
+    let trust = args.trust.trust(ctx)?;
     let name = args.file.display().to_string();
     let import_error = |source| Error::Import {
         from: if name == "-" {
@@ -313,7 +330,7 @@ pub(super) fn sign(ctx: &Context, store: &Store, args: &SignArgs) -> Result<Exit
 }
 
 /// The directory of a `file:///DIR` binary cache URL.
-fn cache_dir(url: &str) -> Result<PathBuf, Error> {
+pub(super) fn cache_dir(url: &str) -> Result<PathBuf, Error> {
     if let Some(path) = url.strip_prefix("file://") {
         if path.starts_with('/') {
             return Ok(PathBuf::from(path));
@@ -370,7 +387,7 @@ pub(super) fn copy(ctx: &Context, store: &Store, args: &CopyArgs) -> Result<Exit
     let url = args.from.as_ref().expect("clap requires --to or --from");
     let dir = cache_dir(url)?;
     let paths = parse_all(&args.paths)?;
-    let trust = args.trust.trust()?;
+    let trust = args.trust.trust(ctx)?;
     let fetched = store
         .substitute_from_dir(&dir, &paths, &trust)
         .map_err(|source| Error::CopyFrom {

@@ -1,4 +1,5 @@
-//! `nexis store verify`: check paths against the database.
+//! `nexis store verify|repair`: check paths against the database, and fix what is
+//! wrong.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,12 +19,101 @@ pub(crate) struct Args {
     paths: Vec<String>,
 }
 
-pub(crate) fn run(ctx: &Context, store: &Store, args: &Args) -> Result<ExitCode, Error> {
-    let paths: Option<Vec<StorePath>> = if args.all {
-        None
-    } else {
-        Some(super::parse_all(&args.paths)?)
+#[derive(Debug, clap::Args)]
+pub(crate) struct RepairArgs {
+    #[command(flatten)]
+    which: Args,
+    /// Restore damaged or missing paths from this binary cache (`file:///DIR`; default:
+    /// the first `file://` substituter of the configuration's `[store]` section)
+    #[arg(long, value_name = "URL")]
+    from: Option<String>,
+}
+
+impl Args {
+    fn paths(&self) -> Result<Option<Vec<StorePath>>, Error> {
+        Ok(if self.all {
+            None
+        } else {
+            Some(super::parse_all(&self.paths)?)
+        })
+    }
+}
+
+pub(crate) fn repair(ctx: &Context, store: &Store, args: &RepairArgs) -> Result<ExitCode, Error> {
+    let paths = args.which.paths()?;
+    // `--from`, else the first `file://` substituter of the configuration.
+    let from = match &args.from {
+        Some(url) => Some(url.clone()),
+        None => super::settings(ctx)?.and_then(|s| {
+            s.substituters
+                .into_iter()
+                .map(|u| u.value)
+                .find(|u| u.starts_with("file://"))
+        }),
     };
+    if let Some(url) = &from {
+        ctx.out.debug(1, &format!("restoring from {url}"));
+    }
+    let cache = from
+        .as_deref()
+        .map(super::transfer::cache_dir)
+        .transpose()?;
+    let report = store
+        .repair(paths.as_deref(), cache.as_deref())
+        .map_err(|source| Error::Store { source })?;
+    if ctx.json {
+        let unrepaired: Vec<serde_json::Value> = report
+            .unrepaired
+            .iter()
+            .map(|(problem, why)| {
+                let mut v = problem_json(problem);
+                if let Some(map) = v.as_object_mut() {
+                    map.insert("why".into(), why.clone().into());
+                }
+                v
+            })
+            .collect();
+        ctx.out.json(&serde_json::json!({
+            "checked": report.checked,
+            "clean": report.is_clean(),
+            "restored": report.restored.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "canonicalised": report.canonicalised,
+            "unrepaired": unrepaired,
+        }))?;
+    } else {
+        for path in &report.restored {
+            ctx.out.data(&format!("restored {path}"))?;
+        }
+        for file in &report.canonicalised {
+            ctx.out
+                .data(&format!("made canonical {}", file.display()))?;
+        }
+        for (problem, why) in &report.unrepaired {
+            ctx.out.data(&format!("not repaired: {problem} ({why})"))?;
+        }
+        let fixed = report.restored.len() + report.canonicalised.len();
+        if report.is_clean() {
+            ctx.out.status(
+                "repaired",
+                &format!("{fixed} problems in {} paths", report.checked),
+            );
+        } else {
+            ctx.out.warn(&format!(
+                "{} problems left unrepaired ({fixed} repaired) in {} paths",
+                report.unrepaired.len(),
+                report.checked
+            ));
+        }
+    }
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(crate) fn run(ctx: &Context, store: &Store, args: &Args) -> Result<ExitCode, Error> {
+    let paths = args.paths()?;
     let out = ctx.out.clone();
     let progress = move |p: VerifyProgress| {
         if p.done == p.total || p.done.is_multiple_of(1000) {
