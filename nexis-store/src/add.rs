@@ -1,15 +1,20 @@
 //! Adding trees to the store.
 //!
-//! A tree is copied into `.tmp/` on the store's filesystem (each file read once: small
-//! files through memory, large ones by the kernel's copy, then hashed from the page cache
-//! with blake3's multi-threaded mode), files in parallel. While copying, each file is
-//! made canonical (mode 0444 or 0555, mtime 1) and deduplicated: identical files (same
-//! content and executable bit) become hard links to one inode kept under `.links/`.
-//! Then directories are made read-only, the filesystem is synced, and under the per-path
-//! lock the tree is renamed to its final name and registered in one transaction. Adding a
-//! path that is already valid only costs the hashing. Given candidate references, the copy
-//! is scanned for them ([`RefScanner`]) and those found become part of the path's
-//! fingerprint and its registration.
+//! A source is first scanned (refusing special files) and hashed where it is — files in
+//! parallel, large files with blake3's multi-threaded mode — which names its store path.
+//! Under that path's lock, a path valid already is done with: nothing is written, and a
+//! second process adding the same tree at the same time waits for the first and then
+//! finds it valid, so the copy is made once. Otherwise the tree is copied into `.tmp/`
+//! on the store's filesystem (small files through memory, large ones by the kernel's
+//! copy, then hashed from the page cache), files in parallel. While copying, each file
+//! is made canonical (mode 0444 or 0555, mtime 1) and deduplicated: identical files
+//! (same content and executable bit) become hard links to one inode kept under
+//! `.links/`. The copy's hash must be the source's (else the source changed while it
+//! was added, and nothing is installed). Then directories are made read-only, the
+//! filesystem is synced, and the tree is renamed to its final name and registered in
+//! one transaction. Given candidate references, the source is scanned for them
+//! ([`RefScanner`]) and those found become part of the path's fingerprint and its
+//! registration.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -198,33 +203,24 @@ impl Store {
         };
         check_name(&name)?;
         let tree = scan(src)?;
-        let _gc = self.lock_gc(false)?;
-
-        let tmp = self.temp_dir()?;
-        let dest_root = tmp.join("t");
-        let result = self.copy_tree(&tree, &dest_root, &tmp).and_then(|r| {
-            let refs = RefScanner::new(candidates).scan_tree(&dest_root)?;
-            Ok((r, refs))
-        });
-        let ((tree_hash, stats), references) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = remove_tree(&tmp);
-                return Err(e);
-            }
+        let source = crate::hash::hash_path(src).map_err(StoreError::from)?;
+        let references = if candidates.is_empty() {
+            BTreeSet::new()
+        } else {
+            RefScanner::new(candidates).scan_tree(src)?
         };
         let ref_list: Vec<StorePath> = references.iter().cloned().collect();
         let path = StorePath::new(
             &ContentKind::Source {
                 references: &ref_list,
             },
-            &tree_hash,
+            &source.hash,
             &name,
         )?;
-        // References must be valid: checked before anything moves into the store.
+        let _gc = self.lock_gc(false)?;
+        // References must be valid: checked before anything is written.
         for reference in &ref_list {
             if !self.with_db(|db| db.is_valid(reference))? {
-                let _ = remove_tree(&tmp);
                 return Err(DbError::MissingReference {
                     path,
                     reference: reference.clone(),
@@ -233,36 +229,52 @@ impl Store {
             }
         }
         let _lock = self.lock_path(&path)?;
-        let added = Added {
+        let mut added = Added {
             path: path.clone(),
-            tree_hash,
-            archive_size: stats.archive_size,
-            files: stats.files,
-            bytes: stats.bytes,
-            deduplicated: stats.deduplicated.load(Ordering::Relaxed),
-            already_valid: false,
+            tree_hash: source.hash,
+            archive_size: source.archive_size,
+            files: source.files,
+            bytes: source.bytes,
+            deduplicated: 0,
+            already_valid: true,
         };
         if self.with_db(|db| db.is_valid(&path))? {
-            remove_tree(&tmp)?;
             self.add_temp_root(&path)?;
-            return Ok(Added {
-                already_valid: true,
-                deduplicated: 0,
-                ..added
-            });
+            return Ok(added);
         }
+
+        let tmp = self.temp_dir()?;
+        let dest_root = tmp.join("t");
+        let copied = self
+            .copy_tree(&tree, &dest_root, &tmp)
+            .and_then(|(hash, stats)| {
+                if hash == source.hash {
+                    Ok(stats)
+                } else {
+                    Err(AddError::Changed(src.to_owned()))
+                }
+            });
+        let stats = match copied {
+            Ok(stats) => stats,
+            Err(e) => {
+                let _ = remove_tree(&tmp);
+                return Err(e);
+            }
+        };
+        added.deduplicated = stats.deduplicated.load(Ordering::Relaxed);
+        added.already_valid = false;
         self.install(&[(dest_root, path.clone())])?;
         remove_tree(&tmp)?;
         self.with_db(|db| {
             db.register(&[PathInfo {
                 path: path.clone(),
-                tree_hash,
-                archive_size: added.archive_size,
+                tree_hash: source.hash,
+                archive_size: source.archive_size,
                 registered: now(),
                 deriver: None,
                 content_address: Some(format!(
                     "source:blake3:{}",
-                    blake3::Hash::from_bytes(tree_hash).to_hex()
+                    blake3::Hash::from_bytes(source.hash).to_hex()
                 )),
                 references,
                 signatures: BTreeSet::new(),
@@ -275,13 +287,13 @@ impl Store {
     /// Add each of `sources` (files, directories or symlinks) as its own content-addressed
     /// path named after its last component, and return what was done for each, in order.
     ///
-    /// One batch: every source is scanned before anything is written (a source the store
-    /// cannot hold fails the whole call with nothing added), all files of all sources are
-    /// copied in parallel, then paths are installed and registered in chunks of
-    /// 512 (their locks taken in path order, one `syncfs`, one sync of the store
-    /// directory and one transaction per chunk). The same source given twice is added
-    /// once.
-    pub fn add_paths<P: AsRef<Path>>(&self, sources: &[P]) -> Result<Vec<Added>, AddError> {
+    /// One batch: every source is scanned and hashed before anything is written (a
+    /// source the store cannot hold fails the whole call with nothing added), which
+    /// names the paths; they are then taken in chunks of 512 in path order: their locks
+    /// taken, the ones not valid yet copied (all their files in parallel), installed with
+    /// one `syncfs` and one sync of the store directory, and registered in one
+    /// transaction. The same source given twice is added once.
+    pub fn add_paths<P: AsRef<Path> + Sync>(&self, sources: &[P]) -> Result<Vec<Added>, AddError> {
         let mut scanned = Vec::with_capacity(sources.len());
         for src in sources {
             let src = src.as_ref();
@@ -293,117 +305,127 @@ impl Store {
             check_name(&name)?;
             scanned.push((name, scan(src)?));
         }
-        let _gc = self.lock_gc(false)?;
-        let tmp = self.temp_dir()?;
-        let result = self.add_scanned(&scanned, &tmp);
-        let cleaned = remove_tree(&tmp);
-        let added = result?;
-        cleaned?;
-        Ok(added)
-    }
-
-    /// Copy, hash, install and register scanned trees; `tmp` is this batch's private
-    /// directory. The caller holds the GC lock (shared).
-    fn add_scanned(&self, scanned: &[(String, Node)], tmp: &Path) -> Result<Vec<Added>, AddError> {
-        let links = self.store_dir().join(".links");
-        // Spread over subdirectories: files are created in one directory one at a time
-        // (under its lock), in different directories in parallel.
-        for k in 0..scanned.len().min(SPREAD) {
-            let dir = tmp.join(format!("s{k}"));
-            fs::create_dir(&dir).map_err(io_err(&dir))?;
-        }
-        let dests: Vec<PathBuf> = (0..scanned.len())
-            .map(|i| tmp.join(format!("s{}", i % SPREAD)).join(i.to_string()))
-            .collect();
-        let mut list = Vec::new();
-        let mut owner = Vec::new();
-        for (i, ((_, tree), dest)) in scanned.iter().zip(&dests).enumerate() {
-            make_dirs(tree, dest)?;
-            files(tree, dest, &mut list);
-            owner.resize(list.len(), i);
-        }
-        let dedup: Vec<AtomicU64> = scanned.iter().map(|_| AtomicU64::new(0)).collect();
-        let hashes: Vec<[u8; 32]> = list
+        let hashed: Vec<crate::hash::TreeInfo> = sources
             .par_iter()
-            .zip(&owner)
-            .map(|((node, to), &i)| copy_file(node, to, &links, tmp, &dedup[i]))
-            .collect::<Result<_, AddError>>()?;
-        let mut hashes = hashes.into_iter();
+            .map(|src| crate::hash::hash_path(src.as_ref()).map_err(StoreError::from))
+            .collect::<Result<_, _>>()?;
         let mut added = Vec::with_capacity(scanned.len());
-        for (i, ((name, tree), dest)) in scanned.iter().zip(&dests).enumerate() {
-            let mut stats = Stats::default();
-            let tree_hash = finish(tree, dest, &mut hashes, &mut stats)?;
-            let path = StorePath::new(&ContentKind::Source { references: &[] }, &tree_hash, name)?;
+        for ((name, _), source) in scanned.iter().zip(&hashed) {
             added.push(Added {
-                path,
-                tree_hash,
-                archive_size: stats.archive_size + 16,
-                files: stats.files,
-                bytes: stats.bytes,
-                deduplicated: dedup[i].load(Ordering::Relaxed),
-                already_valid: false,
+                path: StorePath::new(&ContentKind::Source { references: &[] }, &source.hash, name)?,
+                tree_hash: source.hash,
+                archive_size: source.archive_size,
+                files: source.files,
+                bytes: source.bytes,
+                deduplicated: 0,
+                already_valid: true,
             });
         }
-
         // Each distinct path once, in path order (the order locks are taken in).
         let mut order: Vec<usize> = (0..added.len()).collect();
         order.sort_by(|&a, &b| added[a].path.cmp(&added[b].path).then(a.cmp(&b)));
-        let mut unique: Vec<usize> = Vec::with_capacity(order.len());
-        for i in order {
-            match unique.last() {
-                Some(&j) if added[j].path == added[i].path => {
-                    added[i].already_valid = true;
-                    added[i].deduplicated = 0;
-                }
-                _ => unique.push(i),
-            }
-        }
-        let registered = now();
-        for chunk in unique.chunks(LOCK_CHUNK) {
+        order.dedup_by(|b, a| added[*a].path == added[*b].path);
+
+        let _gc = self.lock_gc(false)?;
+        for chunk in order.chunks(LOCK_CHUNK) {
             let _locks = chunk
                 .iter()
                 .map(|&i| self.lock_path(&added[i].path))
                 .collect::<Result<Vec<File>, StoreError>>()?;
-            let mut batch = Vec::new();
-            let mut infos = Vec::new();
+            let mut missing = Vec::new();
             for &i in chunk {
-                let a = &mut added[i];
-                if self.with_db(|db| db.is_valid(&a.path))? {
-                    a.already_valid = true;
-                    a.deduplicated = 0;
-                    continue;
+                if !self.with_db(|db| db.is_valid(&added[i].path))? {
+                    missing.push(i);
                 }
-                batch.push((dests[i].clone(), a.path.clone()));
-                infos.push(PathInfo {
-                    path: a.path.clone(),
-                    tree_hash: a.tree_hash,
-                    archive_size: a.archive_size,
-                    registered,
-                    deriver: None,
-                    content_address: Some(format!(
-                        "source:blake3:{}",
-                        blake3::Hash::from_bytes(a.tree_hash).to_hex()
-                    )),
-                    references: BTreeSet::new(),
-                    signatures: BTreeSet::new(),
-                });
             }
-            let installed = self
-                .install(&batch)
-                .and_then(|()| Ok(self.with_db(|db| db.register(&infos))?));
-            if let Err(e) = installed {
-                // What was renamed into place is not valid: take it away again.
-                for (tree, path) in &batch {
-                    if !tree.exists() {
-                        let _ = remove_tree(&self.physical(path));
-                    }
-                }
-                return Err(e.into());
+            if !missing.is_empty() {
+                let tmp = self.temp_dir()?;
+                let result = self.add_missing(&scanned, sources, &mut added, &missing, &tmp);
+                let cleaned = remove_tree(&tmp);
+                result?;
+                cleaned?;
             }
             let paths: Vec<StorePath> = chunk.iter().map(|&i| added[i].path.clone()).collect();
             self.add_temp_roots(&paths)?;
         }
         Ok(added)
+    }
+
+    /// Copy, check, install and register the trees `missing` (indices into `scanned`,
+    /// `sources` and `added`, whose locks the caller holds with the GC lock); `tmp` is a
+    /// private directory for them.
+    fn add_missing<P: AsRef<Path>>(
+        &self,
+        scanned: &[(String, Node)],
+        sources: &[P],
+        added: &mut [Added],
+        missing: &[usize],
+        tmp: &Path,
+    ) -> Result<(), AddError> {
+        let links = self.store_dir().join(".links");
+        // Spread over subdirectories: files are created in one directory one at a time
+        // (under its lock), in different directories in parallel.
+        for k in 0..missing.len().min(SPREAD) {
+            let dir = tmp.join(format!("s{k}"));
+            fs::create_dir(&dir).map_err(io_err(&dir))?;
+        }
+        let dests: Vec<PathBuf> = (0..missing.len())
+            .map(|k| tmp.join(format!("s{}", k % SPREAD)).join(k.to_string()))
+            .collect();
+        let mut list = Vec::new();
+        let mut owner = Vec::new();
+        for (k, (&i, dest)) in missing.iter().zip(&dests).enumerate() {
+            make_dirs(&scanned[i].1, dest)?;
+            files(&scanned[i].1, dest, &mut list);
+            owner.resize(list.len(), k);
+        }
+        let dedup: Vec<AtomicU64> = missing.iter().map(|_| AtomicU64::new(0)).collect();
+        let hashes: Vec<[u8; 32]> = list
+            .par_iter()
+            .zip(&owner)
+            .map(|((node, to), &k)| copy_file(node, to, &links, tmp, &dedup[k]))
+            .collect::<Result<_, AddError>>()?;
+        let mut hashes = hashes.into_iter();
+        let registered = now();
+        let mut batch = Vec::with_capacity(missing.len());
+        let mut infos = Vec::with_capacity(missing.len());
+        for (k, (&i, dest)) in missing.iter().zip(&dests).enumerate() {
+            let mut stats = Stats::default();
+            let tree_hash = finish(&scanned[i].1, dest, &mut hashes, &mut stats)?;
+            let a = &mut added[i];
+            if tree_hash != a.tree_hash {
+                return Err(AddError::Changed(sources[i].as_ref().to_owned()));
+            }
+            a.deduplicated = dedup[k].load(Ordering::Relaxed);
+            a.already_valid = false;
+            batch.push((dest.clone(), a.path.clone()));
+            infos.push(PathInfo {
+                path: a.path.clone(),
+                tree_hash: a.tree_hash,
+                archive_size: a.archive_size,
+                registered,
+                deriver: None,
+                content_address: Some(format!(
+                    "source:blake3:{}",
+                    blake3::Hash::from_bytes(a.tree_hash).to_hex()
+                )),
+                references: BTreeSet::new(),
+                signatures: BTreeSet::new(),
+            });
+        }
+        let installed = self
+            .install(&batch)
+            .and_then(|()| Ok(self.with_db(|db| db.register(&infos))?));
+        if let Err(e) = installed {
+            // What was renamed into place is not valid: take it away again.
+            for (tree, path) in &batch {
+                if !tree.exists() {
+                    let _ = remove_tree(&self.physical(path));
+                }
+            }
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// A fresh private directory under `.tmp/`.

@@ -49,10 +49,17 @@ fn add_is_canonical_deduplicated_and_idempotent() {
     assert_eq!(info.tree_hash, added.tree_hash);
     assert_eq!(info.archive_size, added.archive_size);
 
-    // Again: same path, nothing written.
+    // Again: same path, nothing written (not even in the temporary area).
+    let stamp = |p: &Path| {
+        let m = fs::metadata(p).unwrap();
+        (m.mtime(), m.mtime_nsec(), m.ino())
+    };
+    let tmp_before = stamp(&store.store_dir().join(".tmp"));
     let again = store.add_path(&src.path().join("pkg"), None).unwrap();
     assert!(again.already_valid);
     assert_eq!(again.path, added.path);
+    assert_eq!(again.archive_size, added.archive_size);
+    assert_eq!(stamp(&store.store_dir().join(".tmp")), tmp_before);
     // The content decides the path: a changed byte gives another.
     fs::write(src.path().join("pkg/share/a.txt"), "other content\n").unwrap();
     let changed = store.add_path(&src.path().join("pkg"), None).unwrap();
@@ -272,4 +279,32 @@ fn adding_many_paths_at_once_is_one_batch_in_order() {
         store.with_db(|db| db.all_valid()).unwrap().len(),
         valid_before
     );
+}
+
+#[test]
+fn concurrent_adds_of_the_same_tree_copy_it_once() {
+    let root = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    tree(&src.path().join("pkg"));
+    for round in 0..8 {
+        // A new tree each round (another byte), added by four handles at once.
+        fs::write(src.path().join("pkg/share/round"), round.to_string()).unwrap();
+        let results: Vec<nexis_store::Added> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let store = Store::open(root.path()).unwrap();
+                        store.add_path(&src.path().join("pkg"), None).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let written = results.iter().filter(|a| !a.already_valid).count();
+        assert_eq!(written, 1, "round {round}: exactly one copy is made");
+        assert!(results.windows(2).all(|w| w[0].path == w[1].path));
+    }
+    let store = Store::open(root.path()).unwrap();
+    assert!(store.verify(None, &|_| {}).unwrap().is_clean());
+    assert_eq!(store.with_db(|db| db.all_valid()).unwrap().len(), 8);
 }
