@@ -39,17 +39,37 @@ pub(crate) struct Output {
     color: bool,
     quiet: bool,
     verbose: u8,
+    /// Whether stderr is a terminal: progress bars are drawn only then.
+    terminal: bool,
 }
 
 impl Output {
     /// From the options, `NO_COLOR` and whether stderr is a terminal.
     pub(crate) fn from_env(color: ColorChoice, quiet: bool, verbose: u8) -> Output {
         let no_color = std::env::var_os("NO_COLOR");
+        let terminal = io::stderr().is_terminal();
         Output {
-            color: use_color(color, no_color.as_deref(), io::stderr().is_terminal()),
+            color: use_color(color, no_color.as_deref(), terminal),
             quiet,
             verbose,
+            terminal,
         }
+    }
+
+    /// A progress bar on stderr for `total` steps of `what` (e.g. "deleting"), drawn
+    /// only when stderr is a terminal and not with `--quiet`; hidden otherwise (pipes
+    /// and CI get the summary line alone). Cleared when finished or dropped.
+    pub(crate) fn bar(&self, what: &str, total: u64) -> indicatif::ProgressBar {
+        if !self.terminal || self.quiet {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(total).with_message(what.to_owned());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {elapsed}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar
     }
 
     /// Data: a line on stdout.
@@ -164,6 +184,7 @@ mod tests {
             color: false,
             quiet: false,
             verbose: 0,
+            terminal: false,
         };
         assert_eq!(plain.paint(ERROR, "error"), "error");
         let colored = Output {

@@ -37,11 +37,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
 pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
     let store = Store::open(ctx.root()).map_err(|source| Error::Store { source })?;
     let out = ctx.out.clone();
+    let bar = ctx.out.bar("deleting", 0);
+    let shown = bar.clone();
     let progress = move |p: GcProgress| match p {
         GcProgress::Marked { live, dead } => {
             out.debug(1, &format!("{live} live paths, {dead} dead"));
+            shown.set_length(dead as u64);
         }
         GcProgress::Deleted { done, total } => {
+            shown.set_position(done as u64);
             if done == total || done % 1000 == 0 {
                 out.debug(1, &format!("deleted {done}/{total}"));
             }
@@ -56,6 +60,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
             &progress,
         )
         .map_err(|source| Error::Store { source })?;
+    bar.finish_and_clear();
     if ctx.json {
         ctx.out.json(&serde_json::json!({
             "dry-run": args.dry_run,

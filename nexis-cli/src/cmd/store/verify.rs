@@ -115,7 +115,11 @@ pub(crate) fn repair(ctx: &Context, store: &Store, args: &RepairArgs) -> Result<
 pub(crate) fn run(ctx: &Context, store: &Store, args: &Args) -> Result<ExitCode, Error> {
     let paths = args.paths()?;
     let out = ctx.out.clone();
+    let bar = ctx.out.bar("verifying", 0);
+    let shown = bar.clone();
     let progress = move |p: VerifyProgress| {
+        shown.set_length(p.total as u64);
+        shown.set_position(p.done as u64);
         if p.done == p.total || p.done.is_multiple_of(1000) {
             out.debug(1, &format!("verified {}/{}", p.done, p.total));
         }
@@ -123,6 +127,7 @@ pub(crate) fn run(ctx: &Context, store: &Store, args: &Args) -> Result<ExitCode,
     let report = store
         .verify(paths.as_deref(), &progress)
         .map_err(|source| Error::Store { source })?;
+    bar.finish_and_clear();
     if ctx.json {
         let problems: Vec<serde_json::Value> = report.problems.iter().map(problem_json).collect();
         ctx.out.json(&serde_json::json!({
