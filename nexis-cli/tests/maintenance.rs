@@ -23,27 +23,30 @@ fn json(o: &Output) -> serde_json::Value {
     serde_json::from_str(&stdout(o)).unwrap()
 }
 
+/// Add a file `note` ("hello") from `src`: its store path and where it is on disk.
+fn add_note(root: &Path, src: &Path) -> (String, std::path::PathBuf) {
+    let file = src.join("note");
+    fs::write(&file, "hello\n").unwrap();
+    let path = stdout(&nexis(root, &["store", "add", file.to_str().unwrap()]));
+    let path = path.trim().to_owned();
+    let physical = root
+        .join("nexis/store")
+        .join(path.trim_start_matches("/nexis/store/"));
+    (path, physical)
+}
+
 #[test]
 fn verify_reports_damage_and_exits_1() {
     let root = tempfile::tempdir().unwrap();
     let src = tempfile::tempdir().unwrap();
-    let file = src.path().join("note");
-    fs::write(&file, "hello\n").unwrap();
-    let path = stdout(&nexis(
-        root.path(),
-        &["store", "add", file.to_str().unwrap()],
-    ));
-    let path = path.trim();
+    let (path, physical) = add_note(root.path(), src.path());
+    let path = path.as_str();
     let out = stdout(&nexis(root.path(), &["store", "verify", "--all"]));
     assert!(out.is_empty(), "{out}");
     let usage = nexis(root.path(), &["store", "verify"]);
     assert_eq!(usage.status.code(), Some(2), "--all or paths are needed");
 
     // Someone makes the file writable and changes it.
-    let physical = root
-        .path()
-        .join("nexis/store")
-        .join(path.trim_start_matches("/nexis/store/"));
     fs::remove_file(&physical).unwrap();
     fs::write(&physical, "HELLO\n").unwrap();
     fs::set_permissions(&physical, fs::Permissions::from_mode(0o644)).unwrap();
@@ -78,19 +81,10 @@ fn repair_restores_from_the_configured_cache() {
     let root = tempfile::tempdir().unwrap();
     let src = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let file = src.path().join("note");
-    fs::write(&file, "hello\n").unwrap();
-    let path = stdout(&nexis(
-        root.path(),
-        &["store", "add", file.to_str().unwrap()],
-    ));
-    let path = path.trim();
+    let (path, physical) = add_note(root.path(), src.path());
+    let path = path.as_str();
     let url = format!("file://{}", cache.path().display());
     stdout(&nexis(root.path(), &["store", "copy", "--to", &url, path]));
-    let physical = root
-        .path()
-        .join("nexis/store")
-        .join(path.trim_start_matches("/nexis/store/"));
     fs::remove_file(&physical).unwrap();
 
     // No cache: reported, exit 1.

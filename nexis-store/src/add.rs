@@ -83,6 +83,38 @@ pub struct Added {
     pub already_valid: bool,
 }
 
+impl Added {
+    /// A path found valid: nothing written.
+    fn unwritten(path: StorePath, source: &crate::hash::TreeInfo) -> Added {
+        Added {
+            path,
+            tree_hash: source.hash,
+            archive_size: source.archive_size,
+            files: source.files,
+            bytes: source.bytes,
+            deduplicated: 0,
+            already_valid: true,
+        }
+    }
+
+    /// What the database records for the path, content-addressed by its tree hash.
+    fn path_info(&self, references: BTreeSet<StorePath>, registered: i64) -> PathInfo {
+        PathInfo {
+            path: self.path.clone(),
+            tree_hash: self.tree_hash,
+            archive_size: self.archive_size,
+            registered,
+            deriver: None,
+            content_address: Some(format!(
+                "source:blake3:{}",
+                blake3::Hash::from_bytes(self.tree_hash).to_hex()
+            )),
+            references,
+            signatures: BTreeSet::new(),
+        }
+    }
+}
+
 /// A node of the scanned source tree.
 enum Node {
     File {
@@ -229,15 +261,7 @@ impl Store {
             }
         }
         let _lock = self.lock_path(&path)?;
-        let mut added = Added {
-            path: path.clone(),
-            tree_hash: source.hash,
-            archive_size: source.archive_size,
-            files: source.files,
-            bytes: source.bytes,
-            deduplicated: 0,
-            already_valid: true,
-        };
+        let mut added = Added::unwritten(path.clone(), &source);
         if self.with_db(|db| db.is_valid(&path))? {
             self.add_temp_root(&path)?;
             return Ok(added);
@@ -265,21 +289,7 @@ impl Store {
         added.already_valid = false;
         self.install(&[(dest_root, path.clone())])?;
         remove_tree(&tmp)?;
-        self.with_db(|db| {
-            db.register(&[PathInfo {
-                path: path.clone(),
-                tree_hash: source.hash,
-                archive_size: source.archive_size,
-                registered: now(),
-                deriver: None,
-                content_address: Some(format!(
-                    "source:blake3:{}",
-                    blake3::Hash::from_bytes(source.hash).to_hex()
-                )),
-                references,
-                signatures: BTreeSet::new(),
-            }])
-        })?;
+        self.with_db(|db| db.register(&[added.path_info(references, now())]))?;
         self.add_temp_root(&path)?;
         Ok(added)
     }
@@ -311,15 +321,9 @@ impl Store {
             .collect::<Result<_, _>>()?;
         let mut added = Vec::with_capacity(scanned.len());
         for ((name, _), source) in scanned.iter().zip(&hashed) {
-            added.push(Added {
-                path: StorePath::new(&ContentKind::Source { references: &[] }, &source.hash, name)?,
-                tree_hash: source.hash,
-                archive_size: source.archive_size,
-                files: source.files,
-                bytes: source.bytes,
-                deduplicated: 0,
-                already_valid: true,
-            });
+            let path =
+                StorePath::new(&ContentKind::Source { references: &[] }, &source.hash, name)?;
+            added.push(Added::unwritten(path, source));
         }
         // Each distinct path once, in path order (the order locks are taken in).
         let mut order: Vec<usize> = (0..added.len()).collect();
@@ -399,19 +403,7 @@ impl Store {
             a.deduplicated = dedup[k].load(Ordering::Relaxed);
             a.already_valid = false;
             batch.push((dest.clone(), a.path.clone()));
-            infos.push(PathInfo {
-                path: a.path.clone(),
-                tree_hash: a.tree_hash,
-                archive_size: a.archive_size,
-                registered,
-                deriver: None,
-                content_address: Some(format!(
-                    "source:blake3:{}",
-                    blake3::Hash::from_bytes(a.tree_hash).to_hex()
-                )),
-                references: BTreeSet::new(),
-                signatures: BTreeSet::new(),
-            });
+            infos.push(a.path_info(BTreeSet::new(), registered));
         }
         let installed = self
             .install(&batch)
