@@ -23,4 +23,7 @@ done
 # cache_info: the replayed fixtures (each parser error, and infos that parse).
 mkdir -p "$here/corpus/cache_info"
 cp "$here/../nexis-store/tests/fixtures/fuzzed-info"/[0-9a-f]* "$here/corpus/cache_info/"
+# input_ref: the replayed fixtures (references that parse, and errors).
+mkdir -p "$here/corpus/input_ref"
+cp "$here/../nexis-fetch/tests/fixtures/fuzzed-ref"/* "$here/corpus/input_ref/"
 echo "seeded $(ls "$here/corpus/eval" | wc -l) eval and $i version inputs"

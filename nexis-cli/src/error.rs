@@ -22,6 +22,19 @@ pub(crate) enum Error {
         #[source]
         source: io::Error,
     },
+    /// `nexis.lock` does not parse.
+    #[error(transparent)]
+    Lock { source: nexis_fetch::LockError },
+    /// Fetching an input failed.
+    #[error("cannot fetch `{input}`")]
+    Fetch {
+        input: String,
+        #[source]
+        source: Box<nexis_fetch::FetchError>,
+    },
+    /// `nexis update NAME` names no input of the configuration.
+    #[error("no input `{name}` in the configuration (inputs: {known})")]
+    UnknownInput { name: String, known: String },
     /// A file or directory could not be written.
     #[error("cannot write {}", path.display())]
     Write {

@@ -1,21 +1,30 @@
-//! [`FsLoader`]: the evaluator's window on the real filesystem.
+//! [`FsLoader`]: the evaluator's window on the real filesystem, and on fetched inputs.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use nexis_config::{DirEntry, LoadError, Loader, normalize, path_input};
+use nexis_fetch::{Fetcher, LOCK_FILE, Lock, LockedInput};
+use nexis_store::Store;
 
-/// Reads configuration files and `path:` inputs from disk.
+use crate::error::Error;
+
+/// Reads configuration files and `path:` inputs from disk, and fetches other inputs into
+/// the store through `nexis.lock` when it has [`Inputs`].
 ///
 /// It can stand in a new text for one file ([`FsLoader::with_override`]), so an edit is
 /// evaluated before it is written.
 #[derive(Debug, Default)]
 pub(crate) struct FsLoader {
     replaced: Option<(PathBuf, String)>,
+    inputs: Option<Inputs>,
 }
 
 impl FsLoader {
+    /// A loader that reads `path:` inputs only.
     pub(crate) fn new() -> FsLoader {
         FsLoader::default()
     }
@@ -24,8 +33,143 @@ impl FsLoader {
     pub(crate) fn with_override(path: &Path, text: String) -> FsLoader {
         FsLoader {
             replaced: Some((normalize(path), text)),
+            inputs: None,
         }
     }
+
+    /// Fetch inputs other than `path:` into the store at `root`, by the lock file beside
+    /// `config`, in `mode`.
+    pub(crate) fn fetching(mut self, inputs: Inputs) -> FsLoader {
+        self.inputs = Some(inputs);
+        self
+    }
+
+    /// The inputs, for [`Inputs::finish`] after evaluation.
+    pub(crate) fn inputs(&self) -> Option<&Inputs> {
+        self.inputs.as_ref()
+    }
+}
+
+/// How evaluation treats `nexis.lock`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LockMode {
+    /// Use the entries that apply; lock the inputs that have none; keep the rest.
+    Use,
+    /// As `Use`, and drop the entries of inputs the configuration no longer has.
+    Lock,
+    /// Fetch these inputs afresh (all when `None`); drop entries of removed inputs.
+    Update(Option<BTreeSet<String>>),
+}
+
+/// The fetched inputs of one evaluation and the lock file they come from.
+#[derive(Debug)]
+pub(crate) struct Inputs {
+    root: PathBuf,
+    lock_file: PathBuf,
+    /// The lock as read (empty when there is no file).
+    old: Lock,
+    mode: LockMode,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Opened on the first input that needs it.
+    store: Option<Store>,
+    /// The entries this evaluation used or made.
+    used: Lock,
+}
+
+impl Inputs {
+    /// The inputs of the configuration `config`, fetched into the store at `root`, by
+    /// `nexis.lock` beside `config` (read now; an invalid lock is an error).
+    pub(crate) fn new(root: &Path, config: &Path, mode: LockMode) -> Result<Inputs, Error> {
+        let lock_file = config.parent().unwrap_or(Path::new(".")).join(LOCK_FILE);
+        let old = match fs::read_to_string(&lock_file) {
+            Ok(text) => Lock::parse(&text, &lock_file).map_err(|source| Error::Lock { source })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Lock::default(),
+            Err(source) => {
+                return Err(Error::Read {
+                    path: lock_file,
+                    source,
+                });
+            }
+        };
+        Ok(Inputs {
+            root: root.to_owned(),
+            lock_file,
+            old,
+            mode,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// The lock file.
+    pub(crate) fn lock_file(&self) -> &Path {
+        &self.lock_file
+    }
+
+    /// The lock this evaluation leads to, and the lock as it was.
+    pub(crate) fn locks(&self) -> (Lock, &Lock) {
+        let used = self
+            .state
+            .lock()
+            .expect("no panic while holding the lock")
+            .used
+            .clone();
+        let new = match self.mode {
+            LockMode::Use => {
+                let mut all = self.old.clone();
+                all.inputs.extend(used.inputs);
+                all
+            }
+            LockMode::Lock | LockMode::Update(_) => used,
+        };
+        (new, &self.old)
+    }
+
+    /// Make the input available: its locked store path (fetched at the locked pin when
+    /// it is not valid), or a fresh fetch when it has no entry that applies or is being
+    /// updated.
+    fn dir(&self, name: &str, url: &str) -> Result<PathBuf, String> {
+        let mut state = self.state.lock().map_err(|_| "poisoned".to_owned())?;
+        if state.store.is_none() {
+            state.store = Some(Store::open(&self.root).map_err(|e| chain(&e))?);
+        }
+        let refresh = match &self.mode {
+            LockMode::Update(None) => true,
+            LockMode::Update(Some(names)) => names.contains(name),
+            LockMode::Use | LockMode::Lock => false,
+        };
+        let entry = self
+            .old
+            .inputs
+            .get(name)
+            .filter(|e| !refresh && e.original == url);
+        let store = state.store.as_ref().expect("opened above");
+        let fetcher = Fetcher::new(store);
+        let (path, locked): (_, LockedInput) = if let Some(e) = entry {
+            (fetcher.realise(e).map_err(|e| chain(&e))?, e.clone())
+        } else {
+            let fetched = fetcher.fetch(url).map_err(|e| chain(&e))?;
+            (fetched.path, fetched.locked)
+        };
+        let dir = store.physical(&path);
+        state.used.inputs.insert(name.to_owned(), locked);
+        Ok(dir)
+    }
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
 }
 
 fn load_error(path: &Path, source: io::Error) -> LoadError {
@@ -62,10 +206,20 @@ impl Loader for FsLoader {
     }
 
     fn input_dir(&self, name: &str, url: &str, base: &Path) -> Result<PathBuf, LoadError> {
-        path_input(url, base).ok_or_else(|| LoadError::Input {
+        if let Some(dir) = path_input(url, base) {
+            return Ok(dir);
+        }
+        let reason = match &self.inputs {
+            Some(inputs) => match inputs.dir(name, url) {
+                Ok(dir) => return Ok(dir),
+                Err(reason) => reason,
+            },
+            None => "this command reads `path:` inputs only".into(),
+        };
+        Err(LoadError::Input {
             name: name.into(),
             url: url.into(),
-            reason: "fetching git and HTTP inputs is not implemented yet (nexis-fetch)".into(),
+            reason,
         })
     }
 }
@@ -123,8 +277,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "input `core` (git+https://example.org/p): fetching git and HTTP inputs is not \
-             implemented yet (nexis-fetch)"
+            "input `core` (git+https://example.org/p): this command reads `path:` inputs only"
         );
     }
 }

@@ -74,6 +74,9 @@ enum Command {
     Man(cmd::man::Args),
     Store(cmd::store::Args),
     Gc(cmd::gc::Args),
+    Fetch(cmd::fetch::FetchArgs),
+    Lock(cmd::fetch::LockArgs),
+    Update(cmd::fetch::UpdateArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +93,9 @@ fn main() -> ExitCode {
         Command::Man(args) => cmd::man::run(&ctx, args),
         Command::Store(args) => cmd::store::run(&ctx, args),
         Command::Gc(args) => cmd::gc::run(&ctx, args),
+        Command::Fetch(args) => cmd::fetch::fetch(&ctx, args),
+        Command::Lock(args) => cmd::fetch::lock(&ctx, args),
+        Command::Update(args) => cmd::fetch::update(&ctx, args),
     };
     match result {
         Ok(code) => code,

@@ -383,20 +383,23 @@ fn colors_follow_the_color_option() {
 }
 
 #[test]
-fn git_inputs_are_reported_as_not_yet_available() {
+fn an_unreachable_git_input_is_named_with_the_failure() {
     let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let missing = dir.path().join("no-such-repo");
     fs::write(
         dir.path().join("nexis.toml"),
-        "[inputs]\ncore = \"git+https://example.org/pkgs\"\n",
+        format!("[inputs]\ncore = \"git+file://{}\"\n", missing.display()),
     )
     .unwrap();
-    let out = nexis(dir.path(), &["check"]);
+    let out = nexis(dir.path(), &["--root", root.to_str().unwrap(), "check"]);
     assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("fetching git and HTTP inputs is not implemented yet"),
-        "{}",
-        stderr(&out)
+        err.contains("input `core` is not available") && err.contains("no-such-repo"),
+        "{err}"
     );
+    assert!(!dir.path().join("nexis.lock").exists(), "nothing to lock");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::context::Context;
 use crate::error::Error;
-use crate::loader::FsLoader;
+use crate::loader::{FsLoader, LockMode};
 
 /// Check that the configuration evaluates; print every error with its place.
 #[derive(Debug, clap::Args)]
@@ -15,7 +15,7 @@ pub(crate) struct Args {}
 
 pub(crate) fn run(ctx: &Context, _args: &Args) -> Result<ExitCode, Error> {
     let path = ctx.config_path()?;
-    match super::evaluate(ctx, &FsLoader::new(), &path) {
+    match super::evaluate_with_inputs(ctx, FsLoader::new(), &path, LockMode::Use, &|_| Ok(()))? {
         Ok(evaluation) => {
             let modules = evaluation.modules.len();
             let packages = evaluation.packages.len();

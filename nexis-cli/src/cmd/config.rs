@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::context::Context;
 use crate::error::Error;
-use crate::loader::FsLoader;
+use crate::loader::{FsLoader, LockMode};
 
 /// Read or edit the configuration
 #[derive(Debug, clap::Args)]
@@ -74,8 +74,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
 fn get(ctx: &Context, key: &str) -> Result<ExitCode, Error> {
     let segments = edit::key_path(key).map_err(Error::KeyPath)?;
     let path = ctx.config_path()?;
-    let evaluation = super::evaluate(ctx, &FsLoader::new(), &path)
-        .map_err(|source| Error::Invalid { path, source })?;
+    let evaluation = super::evaluate_config(ctx, &path)?;
     let config = serde_json::to_value(&evaluation.spec).expect("the spec serialises");
     let value = lookup(&config, &segments).ok_or_else(|| Error::UnknownKey {
         key: key.to_owned(),
@@ -131,7 +130,7 @@ fn edit_file(
 /// Evaluate the configuration with `edited` in place of the file at `path`.
 fn check_edit(ctx: &Context, path: &Path, edited: String) -> Result<(), Error> {
     let loader = FsLoader::with_override(path, edited);
-    match super::evaluate(ctx, &loader, path) {
+    match super::evaluate_with_inputs(ctx, loader, path, LockMode::Use, &|_| Ok(()))? {
         Ok(_) => Ok(()),
         Err(source) => Err(Error::Rejected {
             path: path.to_owned(),

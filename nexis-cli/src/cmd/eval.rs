@@ -7,7 +7,6 @@ use nexis_config::Evaluation;
 
 use crate::context::Context;
 use crate::error::Error;
-use crate::loader::FsLoader;
 
 /// Evaluate the configuration and print the resolved system (all of it with --json)
 #[derive(Debug, clap::Args)]
@@ -15,8 +14,7 @@ pub(crate) struct Args {}
 
 pub(crate) fn run(ctx: &Context, _args: &Args) -> Result<ExitCode, Error> {
     let path = ctx.config_path()?;
-    let evaluation = super::evaluate(ctx, &FsLoader::new(), &path)
-        .map_err(|source| Error::Invalid { path, source })?;
+    let evaluation = super::evaluate_config(ctx, &path)?;
     if ctx.json {
         ctx.out.json(&evaluation.to_json())?;
     } else {

@@ -4,6 +4,7 @@ pub(crate) mod check;
 pub(crate) mod completions;
 pub(crate) mod config;
 pub(crate) mod eval;
+pub(crate) mod fetch;
 pub(crate) mod gc;
 pub(crate) mod init;
 pub(crate) mod man;
@@ -18,6 +19,7 @@ use nexis_config::{EvalError, Evaluation, Loader};
 
 use crate::context::Context;
 use crate::error::Error;
+use crate::loader::{FsLoader, Inputs, LockMode};
 
 /// Evaluate the configuration at `path`, logging what was read with `-v`.
 fn evaluate(ctx: &Context, loader: &dyn Loader, path: &Path) -> Result<Evaluation, EvalError> {
@@ -27,6 +29,50 @@ fn evaluate(ctx: &Context, loader: &dyn Loader, path: &Path) -> Result<Evaluatio
         ctx.out.debug(1, &format!("  module {}", module.display()));
     }
     Ok(evaluation)
+}
+
+/// Evaluate the configuration at `path` with its inputs fetched through `nexis.lock`
+/// (in `mode`); after a successful evaluation, write the lock when it changed and tell
+/// what changed. `loader` is the base loader (a plain one, or one with an edit standing
+/// in for a file); `check` may refuse the evaluation before the lock is written. The
+/// outer error is the lock's (reading or writing it) or `check`'s; the inner one the
+/// configuration's.
+fn evaluate_with_inputs(
+    ctx: &Context,
+    loader: FsLoader,
+    path: &Path,
+    mode: LockMode,
+    check: &dyn Fn(&Evaluation) -> Result<(), Error>,
+) -> Result<Result<Evaluation, EvalError>, Error> {
+    let loader = loader.fetching(Inputs::new(ctx.root(), path, mode)?);
+    let evaluation = match evaluate(ctx, &loader, path) {
+        Ok(e) => e,
+        Err(e) => return Ok(Err(e)),
+    };
+    check(&evaluation)?;
+    let inputs = loader.inputs().expect("set above");
+    let (new, old) = inputs.locks();
+    let file = inputs.lock_file();
+    // No lock file is made for a configuration with nothing to lock.
+    if new != *old && (file.exists() || !new.inputs.is_empty()) {
+        write_atomic(file, &new.to_text())?;
+        for change in new.changes_from(old) {
+            ctx.out.status("lock", &change);
+        }
+        ctx.out.debug(1, &format!("wrote {}", file.display()));
+    }
+    Ok(Ok(evaluation))
+}
+
+/// [`evaluate_with_inputs`] using the lock (`LockMode::Use`), for the commands that only
+/// read the configuration; an invalid configuration is [`Error::Invalid`].
+fn evaluate_config(ctx: &Context, path: &Path) -> Result<Evaluation, Error> {
+    evaluate_with_inputs(ctx, FsLoader::new(), path, LockMode::Use, &|_| Ok(()))?.map_err(
+        |source| Error::Invalid {
+            path: path.to_owned(),
+            source,
+        },
+    )
 }
 
 /// Replace `path` with `text` atomically: write a temporary file in the same directory

@@ -93,13 +93,15 @@ struct OneArgs {
 }
 
 pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
-    if let Command::GenerateKey(a) = &args.command {
-        // Needs no store.
-        return transfer::generate_key(ctx, a);
+    // These need no store: opening one would create it under `--root`.
+    match &args.command {
+        Command::GenerateKey(a) => return transfer::generate_key(ctx, a),
+        Command::HashPath(a) => return hash::run(ctx, a),
+        _ => {}
     }
     let store = Store::open(ctx.root()).map_err(|source| Error::Store { source })?;
     match &args.command {
-        Command::GenerateKey(_) => unreachable!("handled above"),
+        Command::GenerateKey(_) | Command::HashPath(_) => unreachable!("handled above"),
         Command::Export(a) => transfer::export(ctx, &store, a),
         Command::Import(a) => transfer::import(ctx, &store, a),
         Command::Sign(a) => transfer::sign(ctx, &store, a),
@@ -138,7 +140,6 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
         Command::Optimise => optimise::run(ctx, &store),
         Command::Cat(a) => browse::cat(&store, a),
         Command::Ls(a) => browse::ls(ctx, &store, a),
-        Command::HashPath(a) => hash::run(ctx, a),
         Command::Roots => {
             let roots = store.roots().map_err(|source| Error::Store { source })?;
             if ctx.json {
@@ -319,7 +320,6 @@ pub(crate) fn settings(ctx: &Context) -> Result<Option<nexis_config::StoreSettin
     if !ctx.config_given() && !path.is_file() {
         return Ok(None);
     }
-    let evaluation = super::evaluate(ctx, &crate::loader::FsLoader::new(), &path)
-        .map_err(|source| Error::Invalid { path, source })?;
+    let evaluation = super::evaluate_config(ctx, &path)?;
     Ok(Some(evaluation.spec.store))
 }
