@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use nexis_config::{DirEntry, LoadError, Loader, normalize, path_input};
 use nexis_fetch::{Fetcher, LOCK_FILE, Lock, LockedInput};
@@ -69,15 +69,10 @@ pub(crate) struct Inputs {
     /// The lock as read (empty when there is no file).
     old: Lock,
     mode: LockMode,
-    state: Mutex<State>,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    /// Opened on the first input that needs it.
-    store: Option<Store>,
+    /// Opened on the first input that needs it (or why it cannot be).
+    store: OnceLock<Result<Store, String>>,
     /// The entries this evaluation used or made.
-    used: Lock,
+    used: Mutex<Lock>,
 }
 
 impl Inputs {
@@ -100,7 +95,8 @@ impl Inputs {
             lock_file,
             old,
             mode,
-            state: Mutex::new(State::default()),
+            store: OnceLock::new(),
+            used: Mutex::new(Lock::default()),
         })
     }
 
@@ -112,10 +108,9 @@ impl Inputs {
     /// The lock this evaluation leads to, and the lock as it was.
     pub(crate) fn locks(&self) -> (Lock, &Lock) {
         let used = self
-            .state
+            .used
             .lock()
             .expect("no panic while holding the lock")
-            .used
             .clone();
         let new = match self.mode {
             LockMode::Use => {
@@ -132,10 +127,11 @@ impl Inputs {
     /// it is not valid), or a fresh fetch when it has no entry that applies or is being
     /// updated.
     fn dir(&self, name: &str, url: &str) -> Result<PathBuf, String> {
-        let mut state = self.state.lock().map_err(|_| "poisoned".to_owned())?;
-        if state.store.is_none() {
-            state.store = Some(Store::open(&self.root).map_err(|e| chain(&e))?);
-        }
+        let store = self
+            .store
+            .get_or_init(|| Store::open(&self.root).map_err(|e| chain(&e)))
+            .as_ref()
+            .map_err(Clone::clone)?;
         let refresh = match &self.mode {
             LockMode::Update(None) => true,
             LockMode::Update(Some(names)) => names.contains(name),
@@ -146,7 +142,8 @@ impl Inputs {
             .inputs
             .get(name)
             .filter(|e| !refresh && e.original == url);
-        let store = state.store.as_ref().expect("opened above");
+        // Inputs are fetched in parallel, each with its own fetcher; the git cache and
+        // the store take their own locks.
         let fetcher = Fetcher::new(store);
         let (path, locked): (_, LockedInput) = if let Some(e) = entry {
             (fetcher.realise(e).map_err(|e| chain(&e))?, e.clone())
@@ -154,9 +151,12 @@ impl Inputs {
             let fetched = fetcher.fetch(url).map_err(|e| chain(&e))?;
             (fetched.path, fetched.locked)
         };
-        let dir = store.physical(&path);
-        state.used.inputs.insert(name.to_owned(), locked);
-        Ok(dir)
+        self.used
+            .lock()
+            .map_err(|_| "another input's fetch panicked".to_owned())?
+            .inputs
+            .insert(name.to_owned(), locked);
+        Ok(store.physical(&path))
     }
 }
 

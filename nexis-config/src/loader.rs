@@ -45,8 +45,9 @@ pub struct DirEntry {
 /// The evaluator's only window on the world.
 ///
 /// The CLI implements it over the filesystem (and, with `nexis-fetch`, over git and
-/// HTTP inputs); tests and benchmarks use [`MemoryLoader`].
-pub trait Loader {
+/// HTTP inputs); tests and benchmarks use [`MemoryLoader`]. It is `Sync`: the inputs'
+/// directories are asked for in parallel, so a fetching loader fetches them at once.
+pub trait Loader: Sync {
     /// Read a whole text file.
     fn read(&self, path: &Path) -> Result<String, LoadError>;
 

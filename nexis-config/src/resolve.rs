@@ -351,15 +351,17 @@ fn satisfied(
 
 impl Resolver<'_> {
     fn index_inputs(&mut self, spec: &SystemSpec) {
+        // The inputs' directories are asked for all at once, in parallel: a loader that
+        // fetches (git, HTTP) then fetches several inputs at the same time.
+        let mut wanted = Vec::new();
         for (name, url) in &spec.inputs {
-            let name = &name.value;
             // A reference of an unknown scheme is reported by validation; reading it
             // would only repeat the error.
             if !crate::validate::INPUT_SCHEMES
                 .iter()
                 .any(|s| url.starts_with(s))
             {
-                self.inputs.insert(name.clone(), Input::broken());
+                self.inputs.insert(name.value.clone(), Input::broken());
                 continue;
             }
             let at = url.span.unwrap_or(self.fallback);
@@ -370,7 +372,15 @@ impl Resolver<'_> {
                 .parent()
                 .map(Path::to_path_buf)
                 .unwrap_or_default();
-            let dir = match self.loader.input_dir(name, url, &base) {
+            wanted.push((&name.value, &url.value, at, base));
+        }
+        let loader = self.loader;
+        let dirs: Vec<_> = wanted
+            .par_iter()
+            .map(|(name, url, _, base)| loader.input_dir(name, url, base))
+            .collect();
+        for ((name, _, at, _), dir) in wanted.into_iter().zip(dirs) {
+            let dir = match dir {
                 Ok(d) => d,
                 Err(e) => {
                     self.load_diags.push(
