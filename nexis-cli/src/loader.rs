@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use nexis_config::{DirEntry, LoadError, Loader, normalize, path_input};
-use nexis_fetch::{Fetcher, LOCK_FILE, Lock, LockedInput};
+use nexis_fetch::{FetchEvent, Fetcher, LOCK_FILE, Lock, LockedInput};
 use nexis_store::Store;
 
 use crate::error::Error;
@@ -73,12 +73,19 @@ pub(crate) struct Inputs {
     store: OnceLock<Result<Store, String>>,
     /// The entries this evaluation used or made.
     used: Mutex<Lock>,
+    /// One bar per input being fetched (hidden unless stderr is a terminal).
+    bars: indicatif::MultiProgress,
 }
 
 impl Inputs {
     /// The inputs of the configuration `config`, fetched into the store at `root`, by
     /// `nexis.lock` beside `config` (read now; an invalid lock is an error).
-    pub(crate) fn new(root: &Path, config: &Path, mode: LockMode) -> Result<Inputs, Error> {
+    pub(crate) fn new(
+        out: &crate::output::Output,
+        root: &Path,
+        config: &Path,
+        mode: LockMode,
+    ) -> Result<Inputs, Error> {
         let lock_file = config.parent().unwrap_or(Path::new(".")).join(LOCK_FILE);
         let old = match fs::read_to_string(&lock_file) {
             Ok(text) => Lock::parse(&text, &lock_file).map_err(|source| Error::Lock { source })?,
@@ -97,6 +104,7 @@ impl Inputs {
             mode,
             store: OnceLock::new(),
             used: Mutex::new(Lock::default()),
+            bars: out.multi(),
         })
     }
 
@@ -144,13 +152,12 @@ impl Inputs {
             .filter(|e| !refresh && e.original == url);
         // Inputs are fetched in parallel, each with its own fetcher; the git cache and
         // the store take their own locks.
-        let fetcher = Fetcher::new(store);
-        let (path, locked): (_, LockedInput) = if let Some(e) = entry {
-            (fetcher.realise(e).map_err(|e| chain(&e))?, e.clone())
-        } else {
-            let fetched = fetcher.fetch(url).map_err(|e| chain(&e))?;
-            (fetched.path, fetched.locked)
-        };
+        let bar = fetch_bar(&self.bars, name);
+        let shown = bar.clone();
+        let fetcher = Fetcher::new(store).with_progress(move |event| show(&shown, event));
+        let result = fetch_one(&fetcher, url, entry);
+        bar.finish_and_clear();
+        let (path, locked) = result?;
         self.used
             .lock()
             .map_err(|_| "another input's fetch panicked".to_owned())?
@@ -158,6 +165,49 @@ impl Inputs {
             .insert(name.to_owned(), locked);
         Ok(store.physical(&path))
     }
+}
+
+/// A bar in `bars` for fetching `label`: what is being done, and bytes for downloads.
+pub(crate) fn fetch_bar(bars: &indicatif::MultiProgress, label: &str) -> indicatif::ProgressBar {
+    let bar = bars.add(indicatif::ProgressBar::no_length());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>12} {msg} {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .expect("a valid template"),
+    );
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
+/// Show `event` on `bar`.
+pub(crate) fn show(bar: &indicatif::ProgressBar, event: FetchEvent) {
+    match event {
+        FetchEvent::Git => bar.set_message("fetching from git"),
+        FetchEvent::Download { received, total } => {
+            bar.set_message("downloading");
+            if let Some(total) = total {
+                bar.set_length(total);
+            }
+            bar.set_position(received);
+        }
+        FetchEvent::Unpacking => bar.set_message("unpacking"),
+        FetchEvent::Adding => bar.set_message("adding to the store"),
+    }
+}
+
+/// Realise `entry`, or fetch `url` when there is none.
+fn fetch_one(
+    fetcher: &Fetcher<'_>,
+    url: &str,
+    entry: Option<&LockedInput>,
+) -> Result<(nexis_store::StorePath, LockedInput), String> {
+    Ok(if let Some(e) = entry {
+        (fetcher.realise(e).map_err(|e| chain(&e))?, e.clone())
+    } else {
+        let fetched = fetcher.fetch(url).map_err(|e| chain(&e))?;
+        (fetched.path, fetched.locked)
+    })
 }
 
 /// An error and its causes on one line.

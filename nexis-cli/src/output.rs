@@ -56,6 +56,17 @@ impl Output {
         }
     }
 
+    /// Several progress bars on stderr at once (one per input being fetched), drawn
+    /// only when stderr is a terminal and not with `--quiet`.
+    pub(crate) fn multi(&self) -> indicatif::MultiProgress {
+        if !self.terminal || self.quiet {
+            return indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::hidden(),
+            );
+        }
+        indicatif::MultiProgress::new()
+    }
+
     /// A progress bar on stderr for `total` steps of `what` (e.g. "deleting"), drawn
     /// only when stderr is a terminal and not with `--quiet`; hidden otherwise (pipes
     /// and CI get the summary line alone). Cleared when finished or dropped.

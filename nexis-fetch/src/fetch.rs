@@ -127,12 +127,39 @@ pub struct Fetched {
     pub locked: LockedInput,
 }
 
+/// What a fetch is doing, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchEvent {
+    /// Fetching from git (no byte counts).
+    Git,
+    /// Downloading: bytes received so far, and the total when the server said.
+    Download {
+        /// Bytes received.
+        received: u64,
+        /// `Content-Length`, if given.
+        total: Option<u64>,
+    },
+    /// Unpacking the downloaded archive.
+    Unpacking,
+    /// Adding the tree to the store.
+    Adding,
+}
+
 /// Fetches inputs into one store.
-#[derive(Debug)]
 pub struct Fetcher<'s> {
     store: &'s Store,
     http: Downloader,
     git_cache: PathBuf,
+    progress: Option<Box<dyn Fn(FetchEvent) + Sync + 's>>,
+}
+
+impl std::fmt::Debug for Fetcher<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("store", &self.store.root())
+            .field("git_cache", &self.git_cache)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'s> Fetcher<'s> {
@@ -148,6 +175,21 @@ impl<'s> Fetcher<'s> {
             store,
             http,
             git_cache: store.state_dir().join("cache/git"),
+            progress: None,
+        }
+    }
+
+    /// Report what each fetch is doing to `progress` (a progress bar); a locked input
+    /// whose path is valid reports nothing.
+    #[must_use]
+    pub fn with_progress(mut self, progress: impl Fn(FetchEvent) + Sync + 's) -> Fetcher<'s> {
+        self.progress = Some(Box::new(progress));
+        self
+    }
+
+    fn report(&self, event: FetchEvent) {
+        if let Some(p) = &self.progress {
+            p(event);
         }
     }
 
@@ -221,6 +263,7 @@ impl<'s> Fetcher<'s> {
                     Some(other) => return Err(mismatch(other.kind(), "git")),
                 };
                 let url = git.url.to_string();
+                self.report(FetchEvent::Git);
                 let fetched = fetch_git(
                     &GitSource {
                         url: &url,
@@ -260,7 +303,12 @@ impl<'s> Fetcher<'s> {
                         &[url.as_str()],
                         expected.as_ref(),
                         &download,
-                        &|_: Progress<'_>| {},
+                        &|p: Progress<'_>| {
+                            self.report(FetchEvent::Download {
+                                received: p.received,
+                                total: p.total,
+                            });
+                        },
                     )
                     .map_err(|e| FetchError::Download {
                         input: original.to_owned(),
@@ -269,6 +317,7 @@ impl<'s> Fetcher<'s> {
                 let algo = expected.map_or(HashAlgo::Sha256, |h| h.algo);
                 let (unpack, name) = match kind {
                     UrlKind::Archive(kind) => {
+                        self.report(FetchEvent::Unpacking);
                         unpack_file(kind, &download, &tree, &Limits::DEFAULT).map_err(|e| {
                             FetchError::Unpack {
                                 input: original.to_owned(),
@@ -293,6 +342,7 @@ impl<'s> Fetcher<'s> {
                 (source, name, None)
             }
         };
+        self.report(FetchEvent::Adding);
         let added = self
             .store
             .add_path(&tree, Some(&name))

@@ -46,7 +46,7 @@ mod lock;
 mod reference;
 mod unpack;
 
-pub use fetch::{FetchError, Fetched, Fetcher, SOURCE_NAME};
+pub use fetch::{FetchError, FetchEvent, Fetched, Fetcher, SOURCE_NAME};
 pub use git::{GitError, GitFetched, GitSource, fetch_git};
 pub use hash::{Hash, HashAlgo, HashError};
 pub use http::{

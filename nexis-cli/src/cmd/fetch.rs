@@ -33,12 +33,18 @@ pub(crate) struct UpdateArgs {
 
 pub(crate) fn fetch(ctx: &Context, args: &FetchArgs) -> Result<ExitCode, Error> {
     let store = Store::open(ctx.root()).map_err(|source| Error::Store { source })?;
+    let bars = ctx.out.multi();
+    let bar = crate::loader::fetch_bar(&bars, "fetch");
+    let shown = bar.clone();
     let fetched = Fetcher::new(&store)
+        .with_progress(move |event| crate::loader::show(&shown, event))
         .fetch(&args.reference)
         .map_err(|source| Error::Fetch {
             input: args.reference.clone(),
             source: Box::new(source),
-        })?;
+        });
+    bar.finish_and_clear();
+    let fetched = fetched?;
     let locked = &fetched.locked;
     if ctx.json {
         let mut value = serde_json::json!({

@@ -44,7 +44,7 @@ fn evaluate_with_inputs(
     mode: LockMode,
     check: &dyn Fn(&Evaluation) -> Result<(), Error>,
 ) -> Result<Result<Evaluation, EvalError>, Error> {
-    let loader = loader.fetching(Inputs::new(ctx.root(), path, mode)?);
+    let loader = loader.fetching(Inputs::new(&ctx.out, ctx.root(), path, mode)?);
     let evaluation = match evaluate(ctx, &loader, path) {
         Ok(e) => e,
         Err(e) => return Ok(Err(e)),
