@@ -187,3 +187,50 @@ fn archives_and_files_over_http() {
     let err = fetcher.fetch("path:./packages").unwrap_err();
     assert!(matches!(err, FetchError::PathInput { .. }), "{err}");
 }
+
+/// A tar whose second entry climbs out of the tree, built from raw headers (the tar
+/// writer refuses `..`).
+fn escaping_tarball() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, body) in [
+        ("pkg/ok", &b"fine\n"[..]),
+        ("pkg/../../evil", &b"owned\n"[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, body).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn a_hostile_archive_leaves_nothing_in_the_store() {
+    let bad = escaping_tarball();
+    let server = Server::start(move |_, stream| respond(stream, "200 OK", &[], &bad));
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let fetcher = Fetcher::new(&store);
+    let url = server.url("/evil-1.0.tar");
+    let err = fetcher.fetch(&url).unwrap_err();
+    assert!(matches!(err, FetchError::Unpack { .. }), "{err}");
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(text.contains("pkg/../../evil"), "{text}");
+    // Nothing valid, nothing in the store directory, nothing left in its temporary area,
+    // and nothing written outside.
+    assert!(store.with_db(|db| db.all_valid()).unwrap().is_empty());
+    let names = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(store.store_dir()), [".links", ".tmp", ".trash"]);
+    assert!(names(&store.store_dir().join(".tmp")).is_empty());
+    assert!(!root.path().join("nexis/evil").exists() && !root.path().join("evil").exists());
+}
