@@ -32,8 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say() { printf '%s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+# say, die, seconds, median, record, med, ratio, drop
+. "$ROOT_DIR/benches/lib.sh"
 
 command -v nix-store >/dev/null || die "nix-store not found: apt-get install -y --no-install-recommends nix-bin"
 [ -x /usr/bin/time ] || die "/usr/bin/time not found: apt-get install time"
@@ -108,17 +108,6 @@ find "$TREE" "$DATA" -type f -print0 | xargs -0 cat >/dev/null
 
 # --- timing helpers ----------------------------------------------------------------
 
-# seconds COMMAND...: run it, print the wall time in seconds.
-seconds() {
-    local s e
-    s=$(date +%s.%N)
-    "$@" >/dev/null
-    e=$(date +%s.%N)
-    echo "$e - $s" | bc -l
-}
-
-median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
 # Creating many files right after deleting many is slow on some filesystems (ext4 skips
 # recently freed inodes); deletions are followed by a sync and a pause before the next
 # timed step, the same for every tool.
@@ -128,12 +117,8 @@ settle() { sync; sleep "${SETTLE:-5}"; }
 fresh() { mktemp -d "$WORK/store.XXXXXX"; }
 nexis() { "$NEXIS" "$@"; }
 nixs() { nix-store "$@"; }
-# Remove a store root made by a run.
-drop() { chmod -R u+w "$1" 2>/dev/null || true; rm -rf "$1"; }
 
 declare -A R
-# record KEY SECONDS: append one sample.
-record() { R[$1]="${R[$1]:-} $2"; }
 
 rss_nexis=
 rss_nix=
@@ -265,9 +250,7 @@ done
 
 # --- the table ---------------------------------------------------------------------
 
-med() { echo "${R[$1]:-}" | median; }
 fmt() { [ -n "$1" ] && printf '%.3f s' "$1" || printf '%s' '-'; }
-ratio() { [ -n "$1" ] && [ -n "$2" ] && printf '%.2fx' "$(echo "$1 / $2" | bc -l)" || printf '%s' '-'; }
 
 row() { # name key reference-key reference-label
     local n x r b

@@ -26,4 +26,8 @@ cp "$here/../nexis-store/tests/fixtures/fuzzed-info"/[0-9a-f]* "$here/corpus/cac
 # input_ref: the replayed fixtures (references that parse, and errors).
 mkdir -p "$here/corpus/input_ref"
 cp "$here/../nexis-fetch/tests/fixtures/fuzzed-ref"/* "$here/corpus/input_ref/"
+# lock: the replayed fixtures (hand-written locks of every type, and errors).
+mkdir -p "$here/corpus/lock"
+find "$here/../nexis-fetch/tests/fixtures/fuzzed-lock" -type f ! -name '*.md' \
+    -exec cp {} "$here/corpus/lock/" \;
 echo "seeded $(ls "$here/corpus/eval" | wc -l) eval and $i version inputs"

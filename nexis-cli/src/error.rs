@@ -111,7 +111,14 @@ pub(crate) enum Error {
     CopyFrom {
         url: String,
         #[source]
-        source: Box<nexis_store::CacheError>,
+        source: Box<nexis_fetch::SubstituteError>,
+    },
+    /// Substituting from the configured binary caches failed; the store is unchanged.
+    #[error("cannot substitute from {caches}")]
+    Substitute {
+        caches: String,
+        #[source]
+        source: Box<nexis_fetch::SubstituteError>,
     },
     /// A secret key file does not hold a secret key.
     #[error("{} does not hold a secret key", path.display())]

@@ -3,6 +3,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+// The loopback HTTP server of nexis-fetch's tests, to serve a binary cache.
+#[path = "../../nexis-fetch/tests/common/server.rs"]
+mod server;
+
 fn nexis(root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nexis"))
         .arg("--root")
@@ -322,5 +326,105 @@ fn copy_to_and_from_a_file_cache() {
         &["store", "copy", "--to", "https://cache.example.org", &path],
     );
     assert!(!http.status.success());
-    assert!(String::from_utf8_lossy(&http.stderr).contains("not supported yet"));
+    assert!(String::from_utf8_lossy(&http.stderr).contains("not supported"));
+}
+
+#[test]
+fn copy_from_an_http_cache_and_substitute_from_the_configured_ones() {
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public) = key_files(keys.path(), "cache-1");
+    let from = tempfile::tempdir().unwrap();
+    let path = add_one(from.path(), "hello", "hello\n");
+    let cache = tempfile::tempdir().unwrap();
+    let file_url = format!("file://{}", cache.path().display());
+    stdout(&nexis(
+        from.path(),
+        &["store", "copy", "--to", &file_url, "--key", &secret, &path],
+    ));
+    let server = server::Server::start(server::static_files(cache.path().to_owned()));
+    let url = server.url("");
+
+    // `copy --from http://…`: no trusted key, refused; with it, copied.
+    let to = tempfile::tempdir().unwrap();
+    let refused = nexis(to.path(), &["store", "copy", "--from", &url, &path]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains(&format!("cannot copy from {url}"))
+            && err.contains(&format!("{path} is not signed by a trusted key")),
+        "{err}"
+    );
+    let out = stdout(&nexis(
+        to.path(),
+        &[
+            "store",
+            "copy",
+            "--from",
+            &url,
+            "--trusted-key",
+            &public,
+            &path,
+        ],
+    ));
+    assert_eq!(out.trim(), path);
+    stdout(&nexis(to.path(), &["store", "verify", "--all"]));
+
+    // `substitute` asks the configured caches in order: the first is down.
+    let down = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let config = keys.path().join("nexis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nsubstituters = [\"{down}\", \"{url}\"]\ntrusted-public-keys = [\"{public}\"]\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let done = nexis(
+        other.path(),
+        &["--config", config, "store", "substitute", &path],
+    );
+    assert_eq!(stdout(&done).trim(), path);
+    let err = String::from_utf8_lossy(&done.stderr);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("skipping it")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains(&format!("binary cache {down} is not reachable")),
+        "{err}"
+    );
+
+    // A path no cache has: reported, exit 1; what could be had is substituted.
+    let missing = add_one(from.path(), "other", "other\n");
+    let fresh = tempfile::tempdir().unwrap();
+    let out = nexis(
+        fresh.path(),
+        &[
+            "--json",
+            "--config",
+            config,
+            "store",
+            "substitute",
+            &missing,
+            &path,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report,
+        serde_json::json!({ "substituted": [path], "missing": [missing], "incomplete": [] })
+    );
+
+    // No substituters configured: a usage error.
+    let none = nexis(fresh.path(), &["store", "substitute", &path]);
+    assert!(!none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("no substituters configured"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
 }

@@ -472,8 +472,8 @@ impl Downloader {
         Err(combine(failures))
     }
 
-    /// Open `url` for reading a small document (a binary cache's info file, say), at most
-    /// `limit` bytes. `Ok(None)` when it does not exist (HTTP 404 or 410, or a missing
+    /// Open `url` for reading a body of at most `limit` bytes: a binary cache's info file,
+    /// or an archive file streamed, read once, into the store's receiver. `Ok(None)` when it does not exist (HTTP 404 or 410, or a missing
     /// file). Failures before the body starts are retried; reading the [`Body`] past
     /// `limit`, or short of its `Content-Length`, fails with a [`DownloadError`] inside
     /// the `io::Error` (or directly from [`Body::read_to_vec`]).

@@ -3,7 +3,7 @@
 //! Owns input references (`git+https://…?ref=…&rev=…`, `https://…/x.tar.gz`,
 //! `path:./dir`), git through gix, HTTP through ureq, safe unpacking of archives, hash
 //! pinning, the `nexis.lock` file, and downloading substitutes from binary caches
-//! (still to come: transitive inputs, `follows`, parallel fetching, HTTP binary caches).
+//! (still to come: transitive inputs, `follows`, parallel fetching).
 //!
 //! Inputs into the store: a [`Fetcher`] fetches a reference and adds it to the store as a
 //! content-addressed path, describing it as a [`LockedInput`] for the [`Lock`]
@@ -17,6 +17,11 @@
 //! HTTP: a [`Downloader`] fetches files over HTTP(S) (ureq, rustls) or from `file://`,
 //! trying mirrors in order with retries, hashing with sha256 and blake3 as it streams, and
 //! [`Downloader::download_to_file`] renames into place only a file whose hash matched.
+//!
+//! Substitutes: a [`Substituter`] makes store paths valid from binary caches
+//! (`http://`, `https://`, `file://`), asked in order, a cache that is down skipped after
+//! one warning; it is the HTTP backend ([`Caches`]) of nexis-store's one closure walk,
+//! `Store::substitute_from`, so every path is verified before any becomes valid.
 //!
 //! References: [`InputRef`] parses and prints the one reference syntax
 //! (`docs/inputs.md`) — [`GitInput`], [`UrlInput`] (an archive or a plain file, by its
@@ -44,6 +49,7 @@ mod hash;
 mod http;
 mod lock;
 mod reference;
+mod substitute;
 mod unpack;
 
 pub use fetch::{FetchError, FetchEvent, Fetched, Fetcher, SOURCE_NAME};
@@ -57,6 +63,7 @@ pub use reference::{
     FetchUrl, GitInput, GitTransport, GitUrl, InputRef, InputRefError, InputRefErrorKind,
     InvalidRefName, InvalidRev, PathInput, RefName, Rev, UrlInput, UrlKind, UrlScheme,
 };
+pub use substitute::{Caches, SubstituteError, Substituter};
 pub use unpack::{
     ArchiveKind, EntryError, Limits, MAX_EXTENSION_LEN, MAX_TRAILING_LEN, UnpackError,
     UnpackReport, unpack, unpack_file,

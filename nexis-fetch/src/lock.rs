@@ -292,6 +292,12 @@ impl Lock {
             let Some(tree_hash) = tree_hash else {
                 return Err(r.error(t.span(), format!("{what}: `tree-hash` is missing")));
             };
+            if tree_hash.algo != crate::hash::HashAlgo::Blake3 {
+                return Err(r.error(
+                    t.get("tree-hash").and_then(Item::span),
+                    format!("{what}: `tree-hash` must be a blake3 tree hash (`blake3-…`)"),
+                ));
+            }
             lock.inputs.insert(
                 name.to_owned(),
                 LockedInput {
@@ -442,6 +448,19 @@ mod tests {
         let bad = text.replace("last-modified", "last-modifed");
         let e = Lock::parse(&bad, Path::new("nexis.lock")).unwrap_err();
         assert!(e.message.contains("unknown key `last-modifed`"), "{e}");
+
+        let sha = format!("tree-hash = \"sha256:{}\"", hex(&[9; 32]));
+        let bad = text.replacen(
+            &text
+                .lines()
+                .find(|l| l.starts_with("tree-hash"))
+                .unwrap()
+                .to_owned(),
+            &sha,
+            1,
+        );
+        let e = Lock::parse(&bad, Path::new("nexis.lock")).unwrap_err();
+        assert!(e.message.contains("must be a blake3 tree hash"), "{e}");
 
         let bad = text.replace("version = 1", "version = 2");
         let e = Lock::parse(&bad, Path::new("nexis.lock")).unwrap_err();

@@ -173,6 +173,27 @@ impl Location {
     }
 }
 
+/// `host`, `port` and `path`: what [`GitUrl`] and [`FetchUrl`] read alike from their
+/// [`Location`].
+macro_rules! location_getters {
+    () => {
+        /// The host (lower case; an IPv6 address in brackets); `None` for `file`.
+        pub fn host(&self) -> Option<&str> {
+            Some(self.location.host.as_str()).filter(|h| !h.is_empty())
+        }
+
+        /// The port, when one was written.
+        pub fn port(&self) -> Option<u16> {
+            self.location.port
+        }
+
+        /// The path, percent-encoded as written.
+        pub fn path(&self) -> &str {
+            &self.location.path
+        }
+    };
+}
+
 /// A git repository's URL, as git is given it (without the `git+`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GitUrl {
@@ -191,20 +212,7 @@ impl GitUrl {
         self.location.user.as_deref()
     }
 
-    /// The host (lower case; an IPv6 address in brackets); `None` for `file`.
-    pub fn host(&self) -> Option<&str> {
-        Some(self.location.host.as_str()).filter(|h| !h.is_empty())
-    }
-
-    /// The port, when one was written.
-    pub fn port(&self) -> Option<u16> {
-        self.location.port
-    }
-
-    /// The path, percent-encoded as written.
-    pub fn path(&self) -> &str {
-        &self.location.path
-    }
+    location_getters!();
 
     /// The directory of a `git+file` repository (percent-decoded).
     pub fn file_path(&self) -> Option<PathBuf> {
@@ -235,20 +243,7 @@ impl FetchUrl {
         self.scheme
     }
 
-    /// The host (lower case; an IPv6 address in brackets); `None` for `file`.
-    pub fn host(&self) -> Option<&str> {
-        Some(self.location.host.as_str()).filter(|h| !h.is_empty())
-    }
-
-    /// The port, when one was written.
-    pub fn port(&self) -> Option<u16> {
-        self.location.port
-    }
-
-    /// The path, percent-encoded as written.
-    pub fn path(&self) -> &str {
-        &self.location.path
-    }
+    location_getters!();
 
     /// The query parameters nexis passes on (everything but `hash`), as written.
     pub fn query(&self) -> &[String] {
@@ -1619,213 +1614,74 @@ mod tests {
         }
     }
 
-    /// Each error kind, with the message it gives (after the quoted input) and the
-    /// column it points at.
+    /// Each error kind: the column it points at, the input, and the message it gives
+    /// (after the quoted input).
     #[test]
     fn errors() {
-        let cases: &[(&str, &str, Option<usize>)] = &[
-            ("", "empty reference", None),
-            (
-                "./pkgs",
-                "missing scheme (`git+https:`, `https:`, `path:`…); write `path:./pkgs` for a directory",
-                Some(1),
-            ),
-            ("example.org/x", "missing scheme", Some(1)),
-            (
-                "ftp://h/x",
-                "unknown scheme `ftp`; expected one of `git+https`, `git+http`, `git+ssh`, `git+file`, `https`, `http`, `file`, `path`",
-                Some(1),
-            ),
-            (
-                "htps://h/x",
-                "unknown scheme `htps`; expected one of",
-                Some(1),
-            ),
-            ("HTTPS://h/x", "did you mean `https`?", Some(1)),
-            ("git+htps://h/x", "did you mean `git+https`?", Some(1)),
-            ("https:h/x", "expected `//` after `https:`", Some(7)),
-            ("https:///x", "empty host", Some(9)),
-            ("https://:80/x", "empty host", Some(9)),
-            ("https://exa mple/x", "invalid host `exa mple`", Some(9)),
-            ("https://bücher.de/x", "invalid host `bücher.de`", Some(9)),
-            ("https://[::g]/x", "invalid host `[::g]`", Some(9)),
-            (
-                "https://u:p@h/x",
-                "`u:p@`: a user name is allowed only in `git+ssh` references",
-                Some(9),
-            ),
-            (
-                "git+https://git@h/x",
-                "a user name is allowed only in `git+ssh`",
-                Some(13),
-            ),
-            ("git+ssh://a:b@h/x", "invalid user name `a:b`", Some(11)),
-            ("git+ssh://@h/x", "invalid user name ``", Some(11)),
-            ("https://h:0/x", "invalid port `0`", Some(11)),
-            ("https://h:65536/x", "invalid port `65536`", Some(11)),
-            ("https://h:/x", "invalid port ``", Some(11)),
-            (
-                "git+ssh://git@github.com:owner/repo",
-                "invalid port `owner`: expected a number from 1 to 65535; scp-style `host:path` is not a URL; write `git+ssh://git@github.com/owner/repo`",
-                Some(26),
-            ),
-            (
-                "file://x.tar.gz",
-                "not an absolute file URL: write `file:///absolute/path`, or `path:` for a directory relative to the configuration",
-                Some(8),
-            ),
-            ("file:x.tar.gz", "not an absolute file URL", Some(6)),
-            (
-                "git+file:./repo",
-                "write `git+file:///absolute/path`",
-                Some(10),
-            ),
-            ("https://h", "missing path after the host", Some(10)),
-            ("https://h/", "missing path after the host", Some(10)),
-            ("file:///", "missing path", Some(8)),
-            (
-                "https://h/a/../x.tar",
-                "path segment `..` is not allowed",
-                Some(13),
-            ),
-            (
-                "file:///a/%2e/x.tar",
-                "path segment `%2e` is not allowed",
-                Some(11),
-            ),
-            (
-                "https://h/a b",
-                "` ` must be percent-encoded in the path",
-                Some(12),
-            ),
-            (
-                "https://h/a\\b",
-                "`\\` must be percent-encoded in the path",
-                Some(12),
-            ),
-            (
-                "https://h/x?a=\"",
-                "`\"` must be percent-encoded in the query",
-                Some(15),
-            ),
-            (
-                "https://h/a%zz",
-                "bad percent-encoding `%zz`: `%` must be followed by two hexadecimal digits",
-                Some(12),
-            ),
-            ("https://h/a%4", "bad percent-encoding `%4`", Some(12)),
-            (
-                "git+https://h/r?ref=%ff",
-                "`%ff` does not decode to UTF-8",
-                Some(21),
-            ),
-            (
-                "file:///a%00b",
-                "`%00` (a NUL byte) is not allowed in the path",
-                Some(10),
-            ),
-            (
-                "https://h/x.tar#frag",
-                "fragments (`#…`) are not supported",
-                Some(16),
-            ),
-            ("https://h/x?", "empty query parameter", Some(13)),
-            (
-                "git+https://h/r?ref=a&&rev=b",
-                "empty query parameter",
-                Some(23),
-            ),
-            (
-                "git+https://h/r?branch=main",
-                "unknown query key `branch` in a `git+https` reference; known keys: `ref`, `rev`, `submodules`, `shallow`, `hash`",
-                Some(17),
-            ),
-            (
-                "git+https://h/r?submodule=1",
-                "did you mean `submodules`?",
-                Some(17),
-            ),
-            (
-                "path:./x?rev=abc",
-                "unknown query key `rev` in a `path` reference; known keys: `hash`",
-                Some(10),
-            ),
-            (
-                "git+https://h/r?ref=a&ref=b",
-                "duplicate query key `ref`",
-                Some(23),
-            ),
-            (
-                &format!("https://h/x?hash={SRI}&hash={SRI}"),
-                "duplicate query key `hash`",
-                Some(70),
-            ),
-            (
-                "git+https://h/r?ref",
-                "`ref` needs a value (`ref=…`)",
-                Some(17),
-            ),
-            (
-                "git+https://x/y?rev=abc",
-                "`rev` must be 40 hexadecimal digits, found `abc`",
-                Some(21),
-            ),
-            (
-                &format!("git+https://h/r?rev={}", REV.to_uppercase()),
-                "`rev` must be written in lower case",
-                Some(21),
-            ),
-            (
-                "git+https://h/r?ref=a..b",
-                "`ref`: `a..b` is not a valid git ref name: it contains `..`",
-                Some(21),
-            ),
-            (
-                "git+https://h/r?ref=",
-                "`ref`: `` is not a valid git ref name: it is empty",
-                Some(21),
-            ),
-            (
-                "git+https://h/r?ref=x.lock",
-                "a `/`-separated component ends with `.lock`",
-                Some(21),
-            ),
-            ("git+https://h/r?ref=a%20b", "it contains a space", Some(21)),
-            (
-                "git+https://h/r?shallow=yes",
-                "`shallow` must be `1` or `0`, found `yes`",
-                Some(25),
-            ),
-            (
-                "path:x?hash=md5-abc",
-                "`hash`: `md5-abc` is not a hash",
-                Some(13),
-            ),
-            (
-                "https://h/x.tar?hash=sha256-AAAA",
-                "`hash`: `sha256-AAAA`: a sha256 digest is 32 bytes, found 3",
-                Some(22),
-            ),
-            (
-                &format!("https://h/x.tar?hsh={SRI}"),
-                "URL parameter `hsh` holds a hash; did you mean `hash`?",
-                Some(17),
-            ),
-            (
-                "https://h/x.tar.bz2",
-                "bzip2 archives (`.tar.bz2`) are not supported",
-                Some(11),
-            ),
-            ("https://h/dir/x.tbz2", "bzip2 archives (`.tbz2`)", Some(15)),
-            ("path:", "empty path", Some(6)),
-            ("path:?hash=x", "empty path", Some(6)),
-            (
-                "path:./a\tb",
-                "control character `\\t` in the path",
-                Some(9),
-            ),
+        #[rustfmt::skip]
+        let cases: &[(Option<usize>, &str, &str)] = &[
+            (None,     "",                             "empty reference"),
+            (Some(1),  "./pkgs",                       "missing scheme (`git+https:`, `https:`, `path:`…); write `path:./pkgs` for a directory"),
+            (Some(1),  "example.org/x",                "missing scheme"),
+            (Some(1),  "ftp://h/x",                    "unknown scheme `ftp`; expected one of `git+https`, `git+http`, `git+ssh`, `git+file`, `https`, `http`, `file`, `path`"),
+            (Some(1),  "htps://h/x",                   "unknown scheme `htps`; expected one of"),
+            (Some(1),  "HTTPS://h/x",                  "did you mean `https`?"),
+            (Some(1),  "git+htps://h/x",               "did you mean `git+https`?"),
+            (Some(7),  "https:h/x",                    "expected `//` after `https:`"),
+            (Some(9),  "https:///x",                   "empty host"),
+            (Some(9),  "https://:80/x",                "empty host"),
+            (Some(9),  "https://exa mple/x",           "invalid host `exa mple`"),
+            (Some(9),  "https://bücher.de/x",          "invalid host `bücher.de`"),
+            (Some(9),  "https://[::g]/x",              "invalid host `[::g]`"),
+            (Some(9),  "https://u:p@h/x",              "`u:p@`: a user name is allowed only in `git+ssh` references"),
+            (Some(13), "git+https://git@h/x",          "a user name is allowed only in `git+ssh`"),
+            (Some(11), "git+ssh://a:b@h/x",            "invalid user name `a:b`"),
+            (Some(11), "git+ssh://@h/x",               "invalid user name ``"),
+            (Some(11), "https://h:0/x",                "invalid port `0`"),
+            (Some(11), "https://h:65536/x",            "invalid port `65536`"),
+            (Some(11), "https://h:/x",                 "invalid port ``"),
+            (Some(26), "git+ssh://git@github.com:owner/repo", "invalid port `owner`: expected a number from 1 to 65535; scp-style `host:path` is not a URL; write `git+ssh://git@github.com/owner/repo`"),
+            (Some(8),  "file://x.tar.gz",              "not an absolute file URL: write `file:///absolute/path`, or `path:` for a directory relative to the configuration"),
+            (Some(6),  "file:x.tar.gz",                "not an absolute file URL"),
+            (Some(10), "git+file:./repo",              "write `git+file:///absolute/path`"),
+            (Some(10), "https://h",                    "missing path after the host"),
+            (Some(10), "https://h/",                   "missing path after the host"),
+            (Some(8),  "file:///",                     "missing path"),
+            (Some(13), "https://h/a/../x.tar",         "path segment `..` is not allowed"),
+            (Some(11), "file:///a/%2e/x.tar",          "path segment `%2e` is not allowed"),
+            (Some(12), "https://h/a b",                "` ` must be percent-encoded in the path"),
+            (Some(12), "https://h/a\\b",               "`\\` must be percent-encoded in the path"),
+            (Some(15), "https://h/x?a=\"",             "`\"` must be percent-encoded in the query"),
+            (Some(12), "https://h/a%zz",               "bad percent-encoding `%zz`: `%` must be followed by two hexadecimal digits"),
+            (Some(12), "https://h/a%4",                "bad percent-encoding `%4`"),
+            (Some(21), "git+https://h/r?ref=%ff",      "`%ff` does not decode to UTF-8"),
+            (Some(10), "file:///a%00b",                "`%00` (a NUL byte) is not allowed in the path"),
+            (Some(16), "https://h/x.tar#frag",         "fragments (`#…`) are not supported"),
+            (Some(13), "https://h/x?",                 "empty query parameter"),
+            (Some(23), "git+https://h/r?ref=a&&rev=b", "empty query parameter"),
+            (Some(17), "git+https://h/r?branch=main",  "unknown query key `branch` in a `git+https` reference; known keys: `ref`, `rev`, `submodules`, `shallow`, `hash`"),
+            (Some(17), "git+https://h/r?submodule=1",  "did you mean `submodules`?"),
+            (Some(10), "path:./x?rev=abc",             "unknown query key `rev` in a `path` reference; known keys: `hash`"),
+            (Some(23), "git+https://h/r?ref=a&ref=b",  "duplicate query key `ref`"),
+            (Some(70), &format!("https://h/x?hash={SRI}&hash={SRI}"), "duplicate query key `hash`"),
+            (Some(17), "git+https://h/r?ref",          "`ref` needs a value (`ref=…`)"),
+            (Some(21), "git+https://x/y?rev=abc",      "`rev` must be 40 hexadecimal digits, found `abc`"),
+            (Some(21), &format!("git+https://h/r?rev={}", REV.to_uppercase()), "`rev` must be written in lower case"),
+            (Some(21), "git+https://h/r?ref=a..b",     "`ref`: `a..b` is not a valid git ref name: it contains `..`"),
+            (Some(21), "git+https://h/r?ref=",         "`ref`: `` is not a valid git ref name: it is empty"),
+            (Some(21), "git+https://h/r?ref=x.lock",   "a `/`-separated component ends with `.lock`"),
+            (Some(21), "git+https://h/r?ref=a%20b",    "it contains a space"),
+            (Some(25), "git+https://h/r?shallow=yes",  "`shallow` must be `1` or `0`, found `yes`"),
+            (Some(13), "path:x?hash=md5-abc",          "`hash`: `md5-abc` is not a hash"),
+            (Some(22), "https://h/x.tar?hash=sha256-AAAA", "`hash`: `sha256-AAAA`: a sha256 digest is 32 bytes, found 3"),
+            (Some(17), &format!("https://h/x.tar?hsh={SRI}"), "URL parameter `hsh` holds a hash; did you mean `hash`?"),
+            (Some(11), "https://h/x.tar.bz2",          "bzip2 archives (`.tar.bz2`) are not supported"),
+            (Some(15), "https://h/dir/x.tbz2",         "bzip2 archives (`.tbz2`)"),
+            (Some(6),  "path:",                        "empty path"),
+            (Some(6),  "path:?hash=x",                 "empty path"),
+            (Some(9),  "path:./a\tb",                  "control character `\\t` in the path"),
         ];
-        for (text, want, col) in cases {
+        for (col, text, want) in cases {
             let err = text.parse::<InputRef>().unwrap_err();
             let msg = err.to_string();
             let prefix = format!("input `{}`: ", Escaped(text));

@@ -1,10 +1,11 @@
 //! `Fetcher`: inputs into a real store on a temporary root — a git repository over
 //! `file://`, a tarball and a plain file over a loopback HTTP server — and locked inputs
 //! realised again, offline when their path is valid, refused when the lock was tampered
-//! with.
+//! with; and the lock files the fuzzer kept (`tests/fixtures/fuzzed-lock/`).
 
 #[allow(dead_code, reason = "this binary uses part of the shared fixtures")]
 mod common {
+    pub(crate) mod files;
     pub(crate) mod git;
     pub(crate) mod server;
 }
@@ -12,9 +13,10 @@ mod common {
 use std::fs;
 use std::path::Path;
 
+use common::files::{names, replay_fuzzed};
 use common::git::Fixtures;
 use common::server::{Server, respond};
-use nexis_fetch::{FetchError, Fetcher, Hash, HashAlgo, LockedSource};
+use nexis_fetch::{FetchError, Fetcher, Hash, HashAlgo, Lock, LockedSource};
 use nexis_store::{GcOptions, Store};
 
 const T0: i64 = 1_700_000_000;
@@ -222,15 +224,37 @@ fn a_hostile_archive_leaves_nothing_in_the_store() {
     // Nothing valid, nothing in the store directory, nothing left in its temporary area,
     // and nothing written outside.
     assert!(store.with_db(|db| db.all_valid()).unwrap().is_empty());
-    let names = |dir: &Path| -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    };
     assert_eq!(names(store.store_dir()), [".links", ".tmp", ".trash"]);
     assert!(names(&store.store_dir().join(".tmp")).is_empty());
     assert!(!root.path().join("nexis/evil").exists() && !root.path().join("evil").exists());
+}
+
+/// Every lock file the fuzzer kept (the seeds, inputs reaching each error of the parser
+/// and each type, and any crash input) parses to a lock that prints to a text parsing
+/// back to the same lock, printed the same again, or fails with an error naming the
+/// file, a line and a column.
+#[test]
+fn fuzzed_lock_files_are_handled() {
+    let (parsed, refused) = replay_fuzzed("fuzzed-lock", |file, text| {
+        let name = file.display();
+        match Lock::parse(text, Path::new("nexis.lock")) {
+            Ok(lock) => {
+                let printed = lock.to_text();
+                let again = Lock::parse(&printed, Path::new("printed"))
+                    .unwrap_or_else(|e| panic!("{name}: the printed lock does not parse: {e}"));
+                assert_eq!(again, lock, "{name}");
+                assert_eq!(again.to_text(), printed, "{name}");
+                true
+            }
+            Err(e) => {
+                assert!(e.line >= 1 && e.column >= 1, "{name}: {e}");
+                assert!(e.to_string().starts_with("nexis.lock:"), "{name}: {e}");
+                false
+            }
+        }
+    });
+    assert!(
+        parsed >= 7 && refused >= 20,
+        "{parsed} parsed, {refused} refused"
+    );
 }

@@ -2,6 +2,7 @@
 //! `file://` URLs.
 
 mod common {
+    pub(crate) mod files;
     pub(crate) mod server;
 }
 
@@ -12,6 +13,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::files::names;
 use common::server::{Server, pattern, respond, write_chunk};
 use nexis_fetch::{
     DownloadError, DownloadOptions, Downloaded, Downloader, Hash, HashAlgo, Progress,
@@ -52,16 +54,6 @@ fn fetch(
     downloader.download_to_file(urls, expected, &dir.join("out"), &no_progress)
 }
 
-/// The names in `dir`.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn large_body_is_streamed_hashed_and_checked() {
     let body = pattern(5_000_000);
@@ -84,7 +76,7 @@ fn large_body_is_streamed_hashed_and_checked() {
     assert_eq!(done.hash(HashAlgo::Sha256), sha256(&body));
     assert_eq!(done.hash(HashAlgo::Blake3), blake3(&body));
     assert!(std::fs::read(&dest).unwrap() == body);
-    assert_eq!(entries(dir.path()), ["out"]);
+    assert_eq!(names(dir.path()), ["out"]);
     let seen = seen.into_inner();
     assert_eq!(seen.first(), Some(&0));
     assert_eq!(seen.last(), Some(&5_000_000));
@@ -126,7 +118,7 @@ fn a_short_body_is_a_length_error_and_retried() {
         format!("{url}: body length mismatch: Content-Length announced 1000 bytes, received 500")
     );
     assert_eq!(server.hits("/short"), 2, "a cut body is worth another try");
-    assert!(entries(dir.path()).is_empty());
+    assert!(names(dir.path()).is_empty());
 }
 
 /// HTTP/1.1 ends the body where `Content-Length` says; what follows is not part of it.
@@ -179,7 +171,7 @@ fn a_stalled_server_times_out() {
         );
         assert_eq!(server.hits(path), 2, "a timeout is worth another try");
     }
-    assert!(entries(dir.path()).is_empty());
+    assert!(names(dir.path()).is_empty());
 }
 
 #[test]
@@ -335,7 +327,7 @@ fn when_every_mirror_fails_each_failure_is_listed() {
     );
     assert_eq!(lines[3], format!("  {}: HTTP 404 Not Found", urls[2]));
     assert_eq!(server.hits("/teapot"), 1);
-    assert!(entries(dir.path()).is_empty());
+    assert!(names(dir.path()).is_empty());
 
     let err = fetch(&downloader, &[] as &[String], None, dir.path()).unwrap_err();
     assert_eq!(err.to_string(), "no URL to download from");
@@ -405,7 +397,7 @@ fn a_wrong_hash_leaves_nothing_behind() {
             err.to_string(),
             format!("hash mismatch for {url}: expected {expected}, got {got}")
         );
-        assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
     }
     assert_eq!(server.hits("/x.tar.gz"), 2, "a wrong hash is not retried");
 }
@@ -431,7 +423,7 @@ fn a_wrong_hash_moves_on_to_the_next_mirror() {
     .unwrap();
     assert_eq!(done.url_used, urls[1]);
     assert_eq!(std::fs::read(dir.path().join("out")).unwrap(), b"genuine");
-    assert_eq!(entries(dir.path()), ["out"]);
+    assert_eq!(names(dir.path()), ["out"]);
 }
 
 #[test]

@@ -430,41 +430,43 @@ fn absolute_names_are_refused() {
 
 #[test]
 fn duplicate_names_are_refused() {
-    let bytes = tar(&[T::File("a", b"1", 0o644), T::File("./a", b"2", 0o644)]);
-    let err = refuse(ArchiveKind::Tar, &bytes);
-    assert_entry(&err, "./a", |r| matches!(r, EntryError::Duplicate { .. }));
-    let bytes = tar(&[T::Dir("d/"), T::Dir("d")]);
-    assert_entry(&refuse(ArchiveKind::Tar, &bytes), "d", |r| {
-        matches!(r, EntryError::Duplicate { .. })
+    // Zip: the same name twice in the central directory (the writer refuses that, so `b`
+    // is renamed `a` in the bytes).
+    let mut twice = zip_of(|w| {
+        zip_file(w, "x/a", b"1", 0o644);
+        zip_file(w, "x/b", b"2", 0o644);
     });
-    let bytes = tar(&[T::Symlink("a", "b"), T::Dir("a/")]);
-    assert_entry(&refuse(ArchiveKind::Tar, &bytes), "a/", |r| {
-        matches!(r, EntryError::Duplicate { .. })
+    let cd = central_directory(&twice);
+    let second = cd + 46 + 3; // the first record has no extra field or comment
+    assert_eq!(&twice[second + 46..second + 49], b"x/b");
+    twice[second + 48] = b'a';
+    let dot_a = zip_of(|w| {
+        zip_file(w, "a", b"1", 0o644);
+        zip_file(w, "./a", b"2", 0o644);
     });
+    for (kind, bytes, entry) in [
+        (
+            ArchiveKind::Tar,
+            tar(&[T::File("a", b"1", 0o644), T::File("./a", b"2", 0o644)]),
+            "./a",
+        ),
+        (ArchiveKind::Tar, tar(&[T::Dir("d/"), T::Dir("d")]), "d"),
+        (
+            ArchiveKind::Tar,
+            tar(&[T::Symlink("a", "b"), T::Dir("a/")]),
+            "a/",
+        ),
+        (ArchiveKind::Zip, dot_a, "./a"),
+        (ArchiveKind::Zip, twice, "x/a"),
+    ] {
+        assert_entry(&refuse(kind, &bytes), entry, |r| {
+            matches!(r, EntryError::Duplicate { .. })
+        });
+    }
     // A directory implied by earlier entries cannot become a file.
     let bytes = tar(&[T::File("a/b", b"1", 0o644), T::File("a", b"2", 0o644)]);
     assert_entry(&refuse(ArchiveKind::Tar, &bytes), "a", |r| {
         matches!(r, EntryError::NotADirectory { .. })
-    });
-    // Zip: `a` and `./a`, and the same name twice in the central directory (the writer
-    // refuses that, so `b` is renamed `a` in the bytes).
-    let bytes = zip_of(|w| {
-        zip_file(w, "a", b"1", 0o644);
-        zip_file(w, "./a", b"2", 0o644);
-    });
-    assert_entry(&refuse(ArchiveKind::Zip, &bytes), "./a", |r| {
-        matches!(r, EntryError::Duplicate { .. })
-    });
-    let mut bytes = zip_of(|w| {
-        zip_file(w, "x/a", b"1", 0o644);
-        zip_file(w, "x/b", b"2", 0o644);
-    });
-    let cd = central_directory(&bytes);
-    let second = cd + 46 + 3; // the first record has no extra field or comment
-    assert_eq!(&bytes[second + 46..second + 49], b"x/b");
-    bytes[second + 48] = b'a';
-    assert_entry(&refuse(ArchiveKind::Zip, &bytes), "x/a", |r| {
-        matches!(r, EntryError::Duplicate { .. })
     });
 }
 
@@ -481,36 +483,39 @@ fn nothing_is_written_through_a_symlink() {
         "a",
         |r| matches!(r, EntryError::AbsoluteTarget { target } if target == "/etc"),
     );
-    // A symlink inside the tree is still never a parent.
-    for link in ["b", "."] {
-        let bytes = tar(&[
+    // A symlink inside the tree is still never a parent, of a file or a directory, in a
+    // tarball or a zip.
+    let zip = zip_of(|w| {
+        w.add_symlink("a", "b", deflated(0o777)).unwrap();
+        zip_file(w, "a/passwd", b"x", 0o644);
+    });
+    let through = |link| {
+        tar(&[
             T::Dir("b/"),
             T::Symlink("a", link),
             T::File("a/passwd", b"x", 0o644),
-        ]);
-        let err = refuse(ArchiveKind::Tar, &bytes);
+        ])
+    };
+    for (kind, bytes, entry) in [
+        (ArchiveKind::Tar, through("b"), "a/passwd"),
+        (ArchiveKind::Tar, through("."), "a/passwd"),
+        (
+            ArchiveKind::Tar,
+            tar(&[T::Symlink("a", "b"), T::Dir("a/sub/")]),
+            "a/sub/",
+        ),
+        (ArchiveKind::Zip, zip, "a/passwd"),
+    ] {
         assert_entry(
-            &err,
-            "a/passwd",
+            &refuse(kind, &bytes),
+            entry,
             |r| matches!(r, EntryError::ThroughSymlink { link } if link == Path::new("a")),
         );
     }
-    let bytes = tar(&[T::Symlink("a", "b"), T::Dir("a/sub/")]);
-    assert_entry(&refuse(ArchiveKind::Tar, &bytes), "a/sub/", |r| {
-        matches!(r, EntryError::ThroughSymlink { .. })
-    });
     // Nor a file.
     let bytes = tar(&[T::File("f", b"x", 0o644), T::File("f/g", b"y", 0o644)]);
     assert_entry(&refuse(ArchiveKind::Tar, &bytes), "f/g", |r| {
         matches!(r, EntryError::UnderFile { .. })
-    });
-    // Zip too.
-    let bytes = zip_of(|w| {
-        w.add_symlink("a", "b", deflated(0o777)).unwrap();
-        zip_file(w, "a/passwd", b"x", 0o644);
-    });
-    assert_entry(&refuse(ArchiveKind::Zip, &bytes), "a/passwd", |r| {
-        matches!(r, EntryError::ThroughSymlink { .. })
     });
 }
 
@@ -526,30 +531,37 @@ fn symlinks_out_of_the_tree_are_refused() {
         );
     }
     // Lexically `e` -> `d/s/..` is `d`, but `d/s` is a symlink to the root, so `e` is
-    // the root's parent: found when the finished tree is checked.
-    let bytes = tar(&[
-        T::Dir("d/"),
-        T::Symlink("d/s", ".."),
-        T::Symlink("e", "d/s/.."),
-    ]);
-    let err = refuse(ArchiveKind::Tar, &bytes);
-    assert_entry(&err, "e", |r| {
-        matches!(r, EntryError::EscapingTarget { .. })
-    });
-    // The same with the symlink defined after the one that goes through it.
-    let bytes = tar(&[
-        T::Symlink("e", "d/s/../x"),
-        T::Dir("d/"),
-        T::Symlink("d/s", ".."),
-    ]);
-    assert_entry(&refuse(ArchiveKind::Tar, &bytes), "e", |r| {
-        matches!(r, EntryError::EscapingTarget { .. })
-    });
-    // Zip.
-    let bytes = zip_of(|w| w.add_symlink("l", "../../x", deflated(0o777)).unwrap());
-    assert_entry(&refuse(ArchiveKind::Zip, &bytes), "l", |r| {
-        matches!(r, EntryError::EscapingTarget { .. })
-    });
+    // the root's parent: found when the finished tree is checked, whether `e` comes
+    // before or after the symlink it goes through.
+    for (kind, bytes, entry) in [
+        (
+            ArchiveKind::Tar,
+            tar(&[
+                T::Dir("d/"),
+                T::Symlink("d/s", ".."),
+                T::Symlink("e", "d/s/.."),
+            ]),
+            "e",
+        ),
+        (
+            ArchiveKind::Tar,
+            tar(&[
+                T::Symlink("e", "d/s/../x"),
+                T::Dir("d/"),
+                T::Symlink("d/s", ".."),
+            ]),
+            "e",
+        ),
+        (
+            ArchiveKind::Zip,
+            zip_of(|w| w.add_symlink("l", "../../x", deflated(0o777)).unwrap()),
+            "l",
+        ),
+    ] {
+        assert_entry(&refuse(kind, &bytes), entry, |r| {
+            matches!(r, EntryError::EscapingTarget { .. })
+        });
+    }
     let bytes = zip_of(|w| w.add_symlink("l", "/etc/shadow", deflated(0o777)).unwrap());
     assert_entry(&refuse(ArchiveKind::Zip, &bytes), "l", |r| {
         matches!(r, EntryError::AbsoluteTarget { .. })
@@ -582,32 +594,28 @@ fn symlinks_must_stay_in_a_stripped_top_level_directory() {
 
 #[test]
 fn hard_links_must_name_an_earlier_file_inside() {
-    let bytes = tar(&[T::Hard("h", "../../etc/passwd")]);
-    assert_entry(
-        &refuse(ArchiveKind::Tar, &bytes),
-        "h",
-        |r| matches!(r, EntryError::LinkOutside { target } if target == "../../etc/passwd"),
-    );
-    let bytes = tar(&[T::Hard("h", "/etc/passwd")]);
-    assert_entry(&refuse(ArchiveKind::Tar, &bytes), "h", |r| {
-        matches!(r, EntryError::LinkOutside { .. })
-    });
-    let bytes = tar(&[T::Hard("h", "later"), T::File("later", b"x", 0o644)]);
-    assert_entry(&refuse(ArchiveKind::Tar, &bytes), "h", |r| {
-        matches!(r, EntryError::LinkNotFile { .. })
-    });
-    let bytes = tar(&[T::Dir("d/"), T::Hard("h", "d")]);
-    assert_entry(&refuse(ArchiveKind::Tar, &bytes), "h", |r| {
-        matches!(r, EntryError::LinkNotFile { .. })
-    });
-    let bytes = tar(&[
-        T::File("f", b"x", 0o644),
-        T::Symlink("s", "f"),
-        T::Hard("h", "s"),
-    ]);
-    assert_entry(&refuse(ArchiveKind::Tar, &bytes), "h", |r| {
-        matches!(r, EntryError::LinkNotFile { .. })
-    });
+    for target in ["../../etc/passwd", "/etc/passwd"] {
+        let bytes = tar(&[T::Hard("h", target)]);
+        assert_entry(
+            &refuse(ArchiveKind::Tar, &bytes),
+            "h",
+            |r| matches!(r, EntryError::LinkOutside { target: t } if t == target),
+        );
+    }
+    // A file that comes later, a directory, a symlink.
+    for entries in [
+        &[T::Hard("h", "later"), T::File("later", b"x", 0o644)][..],
+        &[T::Dir("d/"), T::Hard("h", "d")],
+        &[
+            T::File("f", b"x", 0o644),
+            T::Symlink("s", "f"),
+            T::Hard("h", "s"),
+        ],
+    ] {
+        assert_entry(&refuse(ArchiveKind::Tar, &tar(entries)), "h", |r| {
+            matches!(r, EntryError::LinkNotFile { .. })
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------------------

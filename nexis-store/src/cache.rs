@@ -11,28 +11,28 @@
 //!
 //! Writing ([`Store::copy_to_cache`]) puts the archive in place before the info file, each
 //! through a temporary file and a rename, so a reader never finds an info file without its
-//! archive. Reading ([`Store::substitute_from_dir`]) goes through a
-//! [`Receiver`](crate::Receiver): nothing becomes valid before every path of the closure
-//! is verified. The same info text ([`CacheInfo`], without the archive-file fields) heads
-//! each record of an export stream.
+//! archive. Reading is the closure walk of `substitute.rs` ([`Store::substitute_from`]),
+//! over a [`CacheSource`](crate::CacheSource): a directory here
+//! ([`DirCache`](crate::DirCache), [`Store::substitute_from_dir`]), HTTP in nexis-fetch.
+//! The same info text ([`CacheInfo`], without the archive-file fields) heads each record
+//! of an export stream.
 //!
-//! The pieces a reader over another transport (HTTP) needs are public and take
-//! `impl Read`: [`CacheInfo::parse`], [`CacheInfo::verify`], and
-//! [`Receiver::add_compressed`](crate::Receiver::add_compressed), which checks the file
-//! hash and size while it decompresses and unpacks.
+//! The pieces a reader over another transport needs are public: [`CacheInfo::parse`],
+//! [`CacheMeta::parse`] for `nexis-cache-info`, [`is_relative_cache_url`] for an info's
+//! `URL`, and [`CacheInfo::verify`].
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::archive::{ArchiveError, write_archive};
 use crate::db::PathInfo;
 use crate::path::{STORE_DIR, StorePath};
-use crate::receive::{FileDigest, ReceiveError, Trust, references_first};
+use crate::receive::{FileDigest, ReceiveError};
 use crate::sign::SecretKey;
 use crate::store::{Store, StoreError};
 
@@ -483,7 +483,7 @@ impl CacheInfo {
     /// Check what can be checked without the content: a trusted signature when `trust`
     /// requires one, and the path against its content address. See
     /// [`Receiver`](crate::Receiver) for the rest.
-    pub fn verify(&self, trust: &Trust) -> Result<(), ReceiveError> {
+    pub fn verify(&self, trust: &crate::Trust) -> Result<(), ReceiveError> {
         let info = self.to_path_info();
         trust.check(&info)?;
         crate::receive::check_content_address(&info)
@@ -693,6 +693,34 @@ impl CacheInfo {
     }
 }
 
+/// A binary cache's own info file, `nexis-cache-info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheMeta {
+    /// The store directory the cache's paths are for (`StoreDir`); nexis reads only
+    /// caches for [`STORE_DIR`].
+    pub store_dir: String,
+}
+
+impl CacheMeta {
+    /// Parse the text of a `nexis-cache-info` file (the line rules of an info file;
+    /// `StoreDir` required; other keys, such as `Priority`, ignored). `origin` names it
+    /// in errors.
+    pub fn parse(text: &[u8], origin: &str) -> Result<CacheMeta, InfoError> {
+        let store_dir = lines(text, origin)?
+            .into_iter()
+            .find(|(_, key, _)| *key == "StoreDir")
+            .map(|(_, _, value)| value.to_owned());
+        match store_dir {
+            Some(store_dir) => Ok(CacheMeta { store_dir }),
+            None => Err(InfoError {
+                origin: origin.to_owned(),
+                line: 0,
+                problem: InfoProblem::Missing("StoreDir"),
+            }),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // A cache on a directory
 
@@ -757,25 +785,24 @@ pub enum CacheError {
         /// Its `StoreDir`.
         found: String,
     },
-    /// The cache has no info file for a path.
-    #[error("{path} is not in the binary cache {}", dir.display())]
+    /// No cache asked has an info file for a path.
+    #[error("{path} is not in {}", caches_phrase(caches))]
     NotInCache {
         /// The path.
         path: StorePath,
-        /// The cache.
-        dir: PathBuf,
+        /// The caches asked (directories or URLs).
+        caches: Vec<String>,
     },
     /// The cache holds other content under a path than this store recorded for it
     /// (archive size and tree hash).
     #[error(
-        "{path} in the binary cache {} is not what this store recorded: {cached}, recorded {known}",
-        dir.display()
+        "{path} in the binary cache {cache} is not what this store recorded: {cached}, recorded {known}"
     )]
     Differs {
         /// The path.
         path: StorePath,
-        /// The cache.
-        dir: PathBuf,
+        /// The cache (a directory or a URL).
+        cache: String,
         /// The cache's archive size and tree hash.
         cached: Box<FileDigest>,
         /// The recorded archive size and tree hash.
@@ -814,6 +841,15 @@ pub enum CacheError {
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// `the binary cache X`, or `any of the binary caches X, Y`.
+fn caches_phrase(caches: &[String]) -> String {
+    match caches {
+        [] => "any binary cache (none given)".to_owned(),
+        [one] => format!("the binary cache {one}"),
+        many => format!("any of the binary caches {}", many.join(", ")),
+    }
 }
 
 impl From<crate::db::DbError> for CacheError {
@@ -976,49 +1012,6 @@ impl Store {
         }
         result
     }
-
-    /// Make `paths` valid from the binary cache in `dir`, with their closure: read the
-    /// info files of the paths not valid here, refuse any path `trust` does not accept
-    /// before reading an archive, then read each archive (references first), checking its
-    /// file hash and size while decompressing and its tree hash while unpacking, and
-    /// register them all in one batch. Returns the paths made valid, references first.
-    pub fn substitute_from_dir(
-        &self,
-        dir: &Path,
-        paths: &[StorePath],
-        trust: &Trust,
-    ) -> Result<Vec<StorePath>, CacheError> {
-        check_cache_dir(dir)?;
-        let mut receiver = self.receive(trust)?;
-        let mut needed: BTreeMap<StorePath, (PathBuf, CacheInfo)> = BTreeMap::new();
-        let mut queue: VecDeque<StorePath> = paths.iter().cloned().collect();
-        while let Some(p) = queue.pop_front() {
-            if needed.contains_key(&p) || !receiver.wants(&p)? {
-                continue;
-            }
-            let (file, info) = read_info(dir, &p)?;
-            info.verify(trust)?;
-            queue.extend(info.references.iter().filter(|r| **r != p).cloned());
-            needed.insert(p, (file, info));
-        }
-        let order = references_first(&needed, |(_, info)| &info.references);
-        for p in order {
-            let (info_file, info) = &needed[&p];
-            let file = info
-                .file
-                .as_ref()
-                .ok_or_else(|| CacheError::NoArchiveFile {
-                    file: info_file.clone(),
-                })?;
-            let archive = local_file(dir, info_file, &file.url)?;
-            let mut f = File::open(&archive).map_err(cache_io("open", &archive))?;
-            receiver.add_compressed(info, &mut f)?;
-        }
-        // The requested paths that were valid already are kept too (the GC lock is
-        // still held).
-        self.add_temp_roots(paths)?;
-        Ok(receiver.commit()?)
-    }
 }
 
 /// Check `dir/nexis-cache-info`: it must exist and name this store directory.
@@ -1032,34 +1025,28 @@ pub(crate) fn check_cache_dir(dir: &Path) -> Result<(), CacheError> {
     File::open(&marker)
         .and_then(|f| f.take(MAX_INFO_LEN as u64 + 1).read_to_end(&mut text))
         .map_err(|e| not_a_cache(format!("cannot read {CACHE_INFO_FILE}: {e}")))?;
-    let origin = marker.display().to_string();
-    let mut store_dir = None;
-    for (_, key, value) in lines(&text, &origin).map_err(|e| not_a_cache(e.to_string()))? {
-        if key == "StoreDir" {
-            store_dir = Some(value.to_owned());
-        }
-    }
-    match store_dir {
-        Some(d) if d == STORE_DIR => Ok(()),
-        Some(found) => Err(CacheError::WrongStoreDir {
+    let meta = CacheMeta::parse(&text, &marker.display().to_string())
+        .map_err(|e| not_a_cache(e.to_string()))?;
+    if meta.store_dir == STORE_DIR {
+        Ok(())
+    } else {
+        Err(CacheError::WrongStoreDir {
             dir: dir.to_owned(),
-            found,
-        }),
-        None => Err(not_a_cache(format!("{CACHE_INFO_FILE} has no StoreDir"))),
+            found: meta.store_dir,
+        })
     }
 }
 
-/// Read and parse `dir/<hash part>.info`, checking that it describes `path`.
-pub(crate) fn read_info(dir: &Path, path: &StorePath) -> Result<(PathBuf, CacheInfo), CacheError> {
+/// Read and parse `dir/<hash part>.info`, checking that it describes `path`; `None`
+/// when there is no such file.
+pub(crate) fn read_info(
+    dir: &Path,
+    path: &StorePath,
+) -> Result<Option<(PathBuf, CacheInfo)>, CacheError> {
     let file = dir.join(format!("{}.info", path.hash_part()));
     let f = match File::open(&file) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(CacheError::NotInCache {
-                path: path.clone(),
-                dir: dir.to_owned(),
-            });
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(cache_io("open", &file)(e)),
     };
     let mut text = Vec::new();
@@ -1074,17 +1061,29 @@ pub(crate) fn read_info(dir: &Path, path: &StorePath) -> Result<(PathBuf, CacheI
             found: info.path,
         });
     }
-    Ok((file, info))
+    Ok(Some((file, info)))
+}
+
+/// Whether an archive file's `URL` is a path inside the cache, to be resolved against
+/// the cache's base (a directory or a URL): segments of ASCII letters, digits, `.`,
+/// `_`, `-`, `+` and `~` separated by single `/`, none of them `.` or `..`. So no scheme,
+/// no absolute path, no `%`-escapes, query or fragment.
+pub fn is_relative_cache_url(url: &str) -> bool {
+    !url.is_empty()
+        && url.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b'~')
+                })
+        })
 }
 
 /// The local file an archive URL names: relative, inside the cache, no `..`.
 pub(crate) fn local_file(dir: &Path, info_file: &Path, url: &str) -> Result<PathBuf, CacheError> {
-    let rel = Path::new(url);
-    let inside = !url.contains("://")
-        && rel.components().count() > 0
-        && rel.components().all(|c| matches!(c, Component::Normal(_)));
-    if inside {
-        Ok(dir.join(rel))
+    if is_relative_cache_url(url) {
+        Ok(dir.join(url))
     } else {
         Err(CacheError::BadUrl {
             file: info_file.to_owned(),
@@ -1261,8 +1260,23 @@ mod tests {
             local_file(dir, f, "archive/a.nxar").unwrap(),
             Path::new("/c/archive/a.nxar")
         );
-        for bad in ["../a", "/etc/passwd", "archive/../../a", "https://x/a", ""] {
+        for bad in [
+            "../a",
+            "/etc/passwd",
+            "archive/../../a",
+            "https://x/a",
+            "",
+            "archive//a",
+            "archive/./a",
+            "archive/%2e%2e/a",
+            "archive/a?x",
+            "archive/a#x",
+            "archive\\..\\a",
+            "archive/a b",
+        ] {
             assert!(local_file(dir, f, bad).is_err(), "{bad}");
+            assert!(!is_relative_cache_url(bad), "{bad}");
         }
+        assert!(is_relative_cache_url("archive/0a1b.nxar.zst"));
     }
 }

@@ -15,8 +15,9 @@
 //! GC roots, temp roots and crash-safe garbage
 //! collection ([`Store::collect_garbage`]); reference scanning ([`RefScanner`]); Ed25519
 //! keys and signatures ([`SecretKey`], [`PublicKey`]); export streams ([`Store::export`],
-//! [`Store::import`]) and binary caches on a directory ([`Store::copy_to_cache`],
-//! [`Store::substitute_from_dir`], the info file [`CacheInfo`]), both received through a
+//! [`Store::import`]) and binary caches ([`Store::copy_to_cache`] to a directory,
+//! [`Store::substitute_from`] from any [`CacheSource`] — a [`DirCache`] here, HTTP in
+//! nexis-fetch —, the info file [`CacheInfo`]), both received through a
 //! [`Receiver`] that verifies every path (tree hash, content address, a signature by a
 //! [`Trust`]ed key) before the batch becomes valid in one transaction; checking the
 //! store against its database ([`Store::verify`], a [`VerifyReport`] of [`Problem`]s);
@@ -51,6 +52,7 @@ mod refs;
 mod repair;
 mod sign;
 mod store;
+mod substitute;
 mod verify;
 mod walk;
 
@@ -63,9 +65,9 @@ pub use archive::{
 pub use base32::{ALPHABET as BASE32_ALPHABET, decode as base32_decode, encode as base32_encode};
 pub use browse::{BrowseError, StoreEntry, StoreEntryKind};
 pub use cache::{
-    ArchiveFile, CACHE_INFO_FILE, CacheError, CacheInfo, Compression, CopyReport, Encoder,
-    GZIP_MAGIC, InfoError, InfoProblem, MAX_INFO_LEN, MAX_INFO_LINE_LEN, MAX_INFO_LINES,
-    UnknownCompression, ZSTD_MAGIC,
+    ArchiveFile, CACHE_INFO_FILE, CacheError, CacheInfo, CacheMeta, Compression, CopyReport,
+    Encoder, GZIP_MAGIC, InfoError, InfoProblem, MAX_INFO_LEN, MAX_INFO_LINE_LEN, MAX_INFO_LINES,
+    UnknownCompression, ZSTD_MAGIC, is_relative_cache_url,
 };
 pub use db::{DanglingRef, Db, DbError, PathInfo};
 pub use export::{EXPORT_MAGIC, ExportError, ImportError, MAX_EXPORT_PATHS};
@@ -81,4 +83,5 @@ pub use refs::RefScanner;
 pub use repair::RepairReport;
 pub use sign::{PublicKey, SecretKey, SignError, fingerprint as signing_fingerprint, trusted_by};
 pub use store::{Store, StoreError};
+pub use substitute::{CacheSource, DirCache, SubstituteReport};
 pub use verify::{Problem, VerifyProgress, VerifyReport};

@@ -389,19 +389,34 @@ impl Store {
     }
 }
 
-/// A reader that hashes (blake3) and counts what is read through it.
+/// A reader that hashes (blake3) and counts what is read through it, and keeps the
+/// first error of the reader it wraps (a broken connection, a timeout), so that it is
+/// reported as what it is rather than as whatever the decompressor made of it.
 struct HashingReader<R> {
     inner: R,
     hasher: blake3::Hasher,
     len: u64,
+    error: Option<io::Error>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
+        if self.error.is_some() {
+            return Err(io::Error::other("the archive file could not be read"));
+        }
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                self.len += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                let kind = e.kind();
+                self.error = Some(e);
+                Err(io::Error::new(kind, "the archive file could not be read"))
+            }
+        }
     }
 }
 
@@ -494,6 +509,7 @@ impl Receiver<'_> {
             inner: file.take(af.file_size.saturating_add(1)),
             hasher: blake3::Hasher::new(),
             len: 0,
+            error: None,
         };
         let result = match af.compression.decoder(&mut hashing) {
             Ok(mut decoder) => self.unpack(path_info, &mut decoder).and_then(|()| {
@@ -518,6 +534,13 @@ impl Receiver<'_> {
         };
         // Read what the decompressor left, so the whole file is hashed.
         let drained = io::copy(&mut hashing, &mut io::sink());
+        // A file that could not be read whole has no hash to compare.
+        if let Some(e) = hashing.error.take() {
+            if result.is_ok() {
+                self.discard_last();
+            }
+            return Err(read_err(e));
+        }
         let hash = *hashing.hasher.finalize().as_bytes();
         if hash != af.file_hash || hashing.len != af.file_size {
             if result.is_ok() {

@@ -5,7 +5,7 @@
 //! - a file or directory whose content is right but whose mode or mtime is not canonical
 //!   is made canonical again in place (no cache needed);
 //! - a valid path that is missing, modified or unreadable is fetched again from a binary
-//!   cache on a directory (the one [`Store::copy_to_cache`] writes): its archive file is
+//!   cache (a [`CacheSource`]: a directory, or HTTP through nexis-fetch): its archive file is
 //!   checked against the cache's info (file hash and size) and the unpacked tree against
 //!   **this store's database** (tree hash and archive size), so no signature is needed —
 //!   the database already says what the path must hold. The good tree is prepared in
@@ -21,10 +21,11 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use crate::archive::remove_tree;
-use crate::cache::{CacheError, CacheInfo, check_cache_dir, local_file, read_info};
+use crate::cache::{CacheError, CacheInfo};
 use crate::path::StorePath;
-use crate::receive::{FileDigest, Trust};
+use crate::receive::{FileDigest, ReceiveError, Trust};
 use crate::store::{Store, StoreError, io_err};
+use crate::substitute::{CacheSource, DirCache};
 use crate::verify::{Problem, VerifyReport};
 
 /// What [`Store::repair`] did.
@@ -56,6 +57,19 @@ impl Store {
         paths: Option<&[StorePath]>,
         cache: Option<&Path>,
     ) -> Result<RepairReport, StoreError> {
+        match cache {
+            Some(dir) => self.repair_from(paths, Some(&mut DirCache::new(dir))),
+            None => self.repair_from(paths, None::<&mut DirCache>),
+        }
+    }
+
+    /// [`Store::repair`] restoring content from any [`CacheSource`] (the HTTP caches of
+    /// nexis-fetch, say).
+    pub fn repair_from<S: CacheSource + ?Sized>(
+        &self,
+        paths: Option<&[StorePath]>,
+        mut cache: Option<&mut S>,
+    ) -> Result<RepairReport, StoreError> {
         let VerifyReport { checked, problems } = self.verify(paths, &|_| {})?;
         let mut report = RepairReport {
             checked,
@@ -75,7 +89,6 @@ impl Store {
         to_restore.sort();
         to_restore.dedup();
 
-        let cache_ok = cache.map(|dir| check_cache_dir(dir).map(|()| dir));
         let mut restore_problems = Vec::new();
         for problem in problems {
             match &problem {
@@ -110,10 +123,9 @@ impl Store {
                 .path()
                 .expect("content problems name a path")
                 .clone();
-            let why = match &cache_ok {
+            let why = match cache.as_deref_mut() {
                 None => Some("no binary cache given to restore it from".to_owned()),
-                Some(Err(e)) => Some(e.to_string()),
-                Some(Ok(dir)) => match self.restore_from_dir(dir, &path) {
+                Some(source) => match self.restore_from(source, &path) {
                     Ok(()) => None,
                     Err(e) => Some(error_chain(&e)),
                 },
@@ -130,17 +142,27 @@ impl Store {
         Ok(report)
     }
 
-    /// Fetch `path` (valid) again from the binary cache in `dir` and swap it with what
-    /// the store holds.
-    fn restore_from_dir(&self, dir: &Path, path: &StorePath) -> Result<(), CacheError> {
+    /// Fetch `path` (valid) again from `source` and swap it with what the store holds.
+    fn restore_from<S: CacheSource + ?Sized>(
+        &self,
+        source: &mut S,
+        path: &StorePath,
+    ) -> Result<(), S::Error> {
         let known = self
-            .with_db(|db| db.query(path))?
+            .with_db(|db| db.query(path))
+            .map_err(CacheError::from)?
             .ok_or_else(|| CacheError::NotValid { path: path.clone() })?;
-        let (info_file, cached) = read_info(dir, path)?;
+        let Some(cached) = source.info(path)? else {
+            return Err(CacheError::NotInCache {
+                path: path.clone(),
+                caches: source.caches(),
+            }
+            .into());
+        };
         if cached.tree_hash != known.tree_hash || cached.archive_size != known.archive_size {
             return Err(CacheError::Differs {
                 path: path.clone(),
-                dir: dir.to_owned(),
+                cache: source.cache_of(path),
                 cached: Box::new(FileDigest {
                     size: cached.archive_size,
                     hash: cached.tree_hash,
@@ -149,25 +171,25 @@ impl Store {
                     size: known.archive_size,
                     hash: known.tree_hash,
                 }),
-            });
+            }
+            .into());
         }
-        let file = cached.file.clone().ok_or(CacheError::NoArchiveFile {
-            file: info_file.clone(),
-        })?;
-        let archive = local_file(dir, &info_file, &file.url)?;
-        let mut f = File::open(&archive).map_err(|source| CacheError::Io {
-            action: "open",
-            path: archive.clone(),
-            source,
-        })?;
+        let file = cached
+            .file
+            .clone()
+            .ok_or_else(|| CacheError::from(ReceiveError::NoArchiveFile { path: path.clone() }))?;
         // What the unpacked tree is checked against is this store's record; the cache
         // only says which file holds it.
         let info = CacheInfo {
             file: Some(file),
             ..CacheInfo::from_path_info(&known)
         };
-        let mut receiver = self.receive(&Trust::unsigned())?;
-        receiver.prepare_compressed(&info, &mut f)?;
+        let mut receiver = self.receive(&Trust::unsigned()).map_err(CacheError::from)?;
+        let mut f = source.archive(&cached)?;
+        receiver
+            .prepare_compressed(&info, &mut f)
+            .map_err(CacheError::from)?;
+        drop(f);
         let prepared = receiver.take_prepared();
         let result = (|| {
             let _lock = self.lock_path(path)?;
@@ -180,7 +202,7 @@ impl Store {
             let _ = remove_tree(tmp);
         }
         drop(receiver);
-        Ok(result?)
+        Ok(result.map_err(CacheError::from)?)
     }
 
     /// Put the tree at `good` in place of `path`'s files (present or not) atomically,

@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use nexis_store::{
-    CACHE_INFO_FILE, CacheError, CacheInfo, Compression, ReceiveError, SecretKey, Store, StorePath,
-    Trust, hash_path,
+    CACHE_INFO_FILE, CacheError, CacheInfo, Compression, DirCache, ReceiveError, SecretKey, Store,
+    StorePath, SubstituteReport, Trust, hash_path,
 };
 
 /// `lib`, and `app` referring to it.
@@ -268,6 +268,54 @@ fn untrusted_or_damaged_caches_are_refused() {
             .unwrap(),
         [a, b]
     );
+}
+
+#[test]
+fn paths_the_cache_lacks_are_reported_with_those_needing_them() {
+    let src_root = tempfile::tempdir().unwrap();
+    let source = Store::open(src_root.path()).unwrap();
+    let (a, b) = fixture(&source);
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("other"), "x").unwrap();
+    let other = source
+        .add_path(&src.path().join("other"), None)
+        .unwrap()
+        .path;
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path();
+    source
+        .copy_to_cache(&[b.clone(), other.clone()], dir, None, Compression::Zstd)
+        .unwrap();
+    // `a` goes missing: `b` needs it, `other` does not.
+    fs::remove_file(info_file(dir, &a)).unwrap();
+    let dst_root = tempfile::tempdir().unwrap();
+    let target = Store::open(dst_root.path()).unwrap();
+    let wanted = [b.clone(), other.clone()];
+
+    // Required: refused before anything is read, naming the path and the cache.
+    let e = target
+        .substitute_from(&mut DirCache::new(dir), &wanted, &Trust::unsigned(), true)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{a} is not in the binary cache {}", dir.display())
+    );
+    assert_untouched(&target);
+
+    // Not required: what can be had is made valid, the rest reported.
+    let report = target
+        .substitute_from(&mut DirCache::new(dir), &wanted, &Trust::unsigned(), false)
+        .unwrap();
+    assert_eq!(
+        report,
+        SubstituteReport {
+            substituted: vec![other.clone()],
+            missing: vec![a.clone()],
+            incomplete: vec![b.clone()],
+        }
+    );
+    let valid = target.with_db(|db| db.all_valid()).unwrap();
+    assert_eq!(valid, [other]);
 }
 
 #[test]

@@ -46,6 +46,10 @@ enum Command {
     Sign(transfer::SignArgs),
     /// Copy paths with their closure to a binary cache, or from one into the store
     Copy(transfer::CopyArgs),
+    /// Make paths valid, closure included, from the configuration's substituters (binary
+    /// caches asked in order; one that is down is skipped with a warning); exit 1 if
+    /// some path is in no cache
+    Substitute(transfer::SubstituteArgs),
     /// Hash store paths again and compare with the database; exit 1 if anything is wrong
     Verify(verify::Args),
     /// Verify, then repair: canonical modes in place, damaged or missing paths from a
@@ -106,6 +110,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
         Command::Import(a) => transfer::import(ctx, &store, a),
         Command::Sign(a) => transfer::sign(ctx, &store, a),
         Command::Copy(a) => transfer::copy(ctx, &store, a),
+        Command::Substitute(a) => transfer::substitute(ctx, &store, a),
         Command::Add(a) => add(ctx, &store, a),
         Command::PathInfo(a) => path_info(ctx, &store, &a.paths),
         Command::Closure(a) => {

@@ -127,10 +127,7 @@ type Shared = Arc<Mutex<State>>;
 
 enum State {
     Pending(Box<Pending>),
-    Ready {
-        headers: Cursor<Vec<u8>>,
-        body: ureq::BodyReader<'static>,
-    },
+    Ready(Response),
     /// The request failed; the first read returned the full error, later reads this summary.
     Failed(io::ErrorKind, String),
 }
@@ -146,39 +143,40 @@ struct Pending {
     redirected_base: Arc<Mutex<Option<String>>>,
 }
 
+/// A response as received: its headers, one `name: value` line each, and its body.
+struct Response {
+    headers: Cursor<Vec<u8>>,
+    body: ureq::BodyReader<'static>,
+}
+
 impl State {
-    /// Send the request if that has not happened yet.
-    fn ensure_sent(&mut self) -> io::Result<()> {
-        match self {
-            State::Ready { .. } => Ok(()),
-            State::Failed(kind, message) => Err(io::Error::new(*kind, message.clone())),
-            State::Pending(_) => {
-                let State::Pending(pending) =
-                    std::mem::replace(self, State::Failed(io::ErrorKind::Other, String::new()))
-                else {
-                    unreachable!("matched as pending just above")
-                };
-                match pending.send() {
-                    Ok((headers, body)) => {
-                        *self = State::Ready {
-                            headers: Cursor::new(headers),
-                            body,
-                        };
-                        Ok(())
-                    }
-                    Err(err) => {
-                        *self = State::Failed(err.kind(), err.to_string());
-                        Err(err)
-                    }
+    /// The response, sending the request if that has not happened yet.
+    fn response(&mut self) -> io::Result<&mut Response> {
+        if let State::Pending(_) = self {
+            let State::Pending(pending) =
+                std::mem::replace(self, State::Failed(io::ErrorKind::Other, String::new()))
+            else {
+                unreachable!("matched as pending just above")
+            };
+            match pending.send() {
+                Ok(response) => *self = State::Ready(response),
+                Err(err) => {
+                    *self = State::Failed(err.kind(), err.to_string());
+                    return Err(err);
                 }
             }
+        }
+        match self {
+            State::Ready(response) => Ok(response),
+            State::Failed(kind, message) => Err(io::Error::new(*kind, message.clone())),
+            State::Pending(_) => unreachable!("the request was sent just above"),
         }
     }
 }
 
 impl Pending {
-    /// Send the request; return the response headers as `name: value` lines and the body.
-    fn send(self) -> io::Result<(Vec<u8>, ureq::BodyReader<'static>)> {
+    /// Send the request and receive the response's headers.
+    fn send(self) -> io::Result<Response> {
         let result = match &self.post_body {
             None => {
                 let mut request = self.agent.get(&self.url);
@@ -253,7 +251,10 @@ impl Pending {
             headers.extend_from_slice(value.as_bytes());
             headers.push(b'\n');
         }
-        Ok((headers, response.into_body().into_reader()))
+        Ok(Response {
+            headers: Cursor::new(headers),
+            body: response.into_body().into_reader(),
+        })
     }
 }
 
@@ -262,12 +263,7 @@ pub(super) struct HeadersReader(Shared);
 
 impl Read for HeadersReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut state = lock(&self.0);
-        state.ensure_sent()?;
-        match &mut *state {
-            State::Ready { headers, .. } => headers.read(buf),
-            _ => unreachable!("ensure_sent returned Ok, so the response is ready"),
-        }
+        lock(&self.0).response()?.headers.read(buf)
     }
 }
 
@@ -276,12 +272,7 @@ pub(super) struct BodyReader(Shared);
 
 impl Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut state = lock(&self.0);
-        state.ensure_sent()?;
-        match &mut *state {
-            State::Ready { body, .. } => body.read(buf),
-            _ => unreachable!("ensure_sent returned Ok, so the response is ready"),
-        }
+        lock(&self.0).response()?.body.read(buf)
     }
 }
 

@@ -153,6 +153,23 @@ pub(crate) fn respond(
     stream.write_all(body)
 }
 
+/// A handler serving the files under `root` (a binary cache, say): `200` with the file,
+/// `404` for anything else. Paths with `..`, `%` or a query are refused with `400`.
+pub(crate) fn static_files(
+    root: std::path::PathBuf,
+) -> impl Fn(&Request, &mut TcpStream) -> io::Result<()> + Send + Sync + 'static {
+    move |request, stream| {
+        let rel = request.path.trim_start_matches('/');
+        if rel.split('/').any(|s| s == "..") || rel.contains(['%', '?']) {
+            return respond(stream, "400 Bad Request", &[], b"");
+        }
+        match std::fs::read(root.join(rel)) {
+            Ok(body) => respond(stream, "200 OK", &[], &body),
+            Err(_) => respond(stream, "404 Not Found", &[], b"not found"),
+        }
+    }
+}
+
 /// Write `data` as one chunk of a chunked body.
 pub(crate) fn write_chunk(stream: &mut TcpStream, data: &[u8]) -> io::Result<()> {
     write!(stream, "{:x}\r\n", data.len())?;

@@ -1,10 +1,12 @@
-//! `nexis store export|import|generate-key|sign|copy`: moving paths between stores, with
-//! keys and signatures.
+//! `nexis store export|import|generate-key|sign|copy|substitute`: moving paths between
+//! stores and binary caches, with keys and signatures.
 
 use std::io::{BufReader, BufWriter, IsTerminal as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use nexis_config::StoreSettings;
+use nexis_fetch::Substituter;
 use nexis_store::{Compression, PublicKey, SecretKey, Store, StorePath, Trust};
 
 use super::{list, parse_all, valid};
@@ -35,7 +37,7 @@ pub(super) struct ExportArgs {
 
 /// Which signatures to accept.
 #[derive(Debug, clap::Args)]
-struct TrustArgs {
+pub(super) struct TrustArgs {
     /// Accept paths signed by this public key (repeatable)
     #[arg(long = "trusted-key", value_name = "NAME:KEY")]
     trusted_keys: Vec<String>,
@@ -49,7 +51,11 @@ impl TrustArgs {
     /// signatures are required unless `--no-require-sigs` or the configuration says
     /// otherwise.
     fn trust(&self, ctx: &Context) -> Result<Trust, Error> {
-        let settings = super::settings(ctx)?.unwrap_or_default();
+        self.trust_with(ctx, &super::settings(ctx)?.unwrap_or_default())
+    }
+
+    /// [`TrustArgs::trust`] with the `[store]` settings read already.
+    fn trust_with(&self, ctx: &Context, settings: &StoreSettings) -> Result<Trust, Error> {
         let mut keys: Vec<PublicKey> = self
             .trusted_keys
             .iter()
@@ -116,7 +122,8 @@ pub(super) struct CopyArgs {
     /// Copy to this binary cache (`file:///DIR`), closure included
     #[arg(long, value_name = "URL")]
     to: Option<String>,
-    /// Copy from this binary cache (`file:///DIR`) into the store, closure included
+    /// Copy from this binary cache (`file:///DIR`, `http://…`, `https://…`) into the
+    /// store, closure included
     #[arg(long, value_name = "URL")]
     from: Option<String>,
     /// With --to: sign what is copied with this secret key file
@@ -329,7 +336,16 @@ pub(super) fn sign(ctx: &Context, store: &Store, args: &SignArgs) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// The directory of a `file:///DIR` binary cache URL.
+#[derive(Debug, clap::Args)]
+pub(super) struct SubstituteArgs {
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Store paths to make valid, with their closure
+    #[arg(required = true)]
+    paths: Vec<String>,
+}
+
+/// The directory of a `file:///DIR` binary cache URL (to write to).
 pub(super) fn cache_dir(url: &str) -> Result<PathBuf, Error> {
     if let Some(path) = url.strip_prefix("file://") {
         if path.starts_with('/') {
@@ -340,7 +356,10 @@ pub(super) fn cache_dir(url: &str) -> Result<PathBuf, Error> {
         });
     }
     let message = if url.starts_with("http://") || url.starts_with("https://") {
-        format!("`{url}`: HTTP binary caches are not supported yet; use file:///DIR")
+        format!(
+            "`{url}`: writing to an HTTP binary cache is not supported; copy to file:///DIR \
+             and serve that directory"
+        )
     } else {
         format!("`{url}` is not a binary cache URL; use file:///DIR")
     };
@@ -385,16 +404,82 @@ pub(super) fn copy(ctx: &Context, store: &Store, args: &CopyArgs) -> Result<Exit
         return Ok(ExitCode::SUCCESS);
     }
     let url = args.from.as_ref().expect("clap requires --to or --from");
-    let dir = cache_dir(url)?;
     let paths = parse_all(&args.paths)?;
     let trust = args.trust.trust(ctx)?;
-    let fetched = store
-        .substitute_from_dir(&dir, &paths, &trust)
-        .map_err(|source| Error::CopyFrom {
-            url: url.clone(),
-            source: Box::new(source),
-        })?;
-    ctx.out
-        .debug(1, &format!("{} paths copied from {url}", fetched.len()));
-    list(ctx, fetched.iter())
+    let copy_error = |source| Error::CopyFrom {
+        url: url.clone(),
+        source: Box::new(source),
+    };
+    // Every path asked for must be there: refused before any archive is read otherwise.
+    let report = Substituter::new(std::slice::from_ref(url))
+        .map_err(copy_error)?
+        .require_all(true)
+        .substitute(store, &paths, &trust, &|w| ctx.out.warn(w))
+        .map_err(copy_error)?;
+    ctx.out.debug(
+        1,
+        &format!("{} paths copied from {url}", report.substituted.len()),
+    );
+    list(ctx, report.substituted.iter())
+}
+
+/// `nexis store substitute PATH…`: from the configuration's `substituters`, in order.
+pub(super) fn substitute(
+    ctx: &Context,
+    store: &Store,
+    args: &SubstituteArgs,
+) -> Result<ExitCode, Error> {
+    let paths = parse_all(&args.paths)?;
+    let settings = super::settings(ctx)?.unwrap_or_default();
+    let trust = args.trust.trust_with(ctx, &settings)?;
+    let urls: Vec<String> = settings.substituters.into_iter().map(|u| u.value).collect();
+    if urls.is_empty() {
+        return Err(Error::Usage {
+            message: "no substituters configured: list binary caches in `substituters` of \
+                      the configuration's [store] section, or use `nexis store copy --from URL`"
+                .into(),
+        });
+    }
+    let substitute_error = |source| Error::Substitute {
+        caches: urls.join(", "),
+        source: Box::new(source),
+    };
+    let report = Substituter::new(&urls)
+        .map_err(substitute_error)?
+        .substitute(store, &paths, &trust, &|w| ctx.out.warn(w))
+        .map_err(substitute_error)?;
+    let names = |v: &[StorePath]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    if ctx.json {
+        ctx.out.json(&serde_json::json!({
+            "substituted": names(&report.substituted),
+            "missing": names(&report.missing),
+            "incomplete": names(&report.incomplete),
+        }))?;
+    } else {
+        for p in &report.substituted {
+            ctx.out.data(&p.to_string())?;
+        }
+        for p in &report.missing {
+            ctx.out.warn(&format!("{p} is in no binary cache"));
+        }
+        for p in &report.incomplete {
+            ctx.out.warn(&format!(
+                "{p} was not substituted: its closure needs a path that is in no binary cache"
+            ));
+        }
+    }
+    ctx.out.status(
+        "substituted",
+        &format!(
+            "{} paths; {} not in any cache",
+            report.substituted.len(),
+            report.missing.len()
+        ),
+    );
+    // Every path asked for is valid unless something was missing.
+    Ok(if report.missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use nexis_fetch::Substituter;
 use nexis_store::{Problem, Store, StorePath, VerifyProgress};
 
 use crate::context::Context;
@@ -23,8 +24,9 @@ pub(crate) struct Args {
 pub(crate) struct RepairArgs {
     #[command(flatten)]
     which: Args,
-    /// Restore damaged or missing paths from this binary cache (`file:///DIR`; default:
-    /// the first `file://` substituter of the configuration's `[store]` section)
+    /// Restore damaged or missing paths from this binary cache (`file:///DIR`,
+    /// `http://…`, `https://…`; default: the substituters of the configuration's `[store]`
+    /// section, in order)
     #[arg(long, value_name = "URL")]
     from: Option<String>,
 }
@@ -41,26 +43,26 @@ impl Args {
 
 pub(crate) fn repair(ctx: &Context, store: &Store, args: &RepairArgs) -> Result<ExitCode, Error> {
     let paths = args.which.paths()?;
-    // `--from`, else the first `file://` substituter of the configuration.
-    let from = match &args.from {
-        Some(url) => Some(url.clone()),
-        None => super::settings(ctx)?.and_then(|s| {
-            s.substituters
-                .into_iter()
-                .map(|u| u.value)
-                .find(|u| u.starts_with("file://"))
-        }),
+    // `--from`, else the substituters of the configuration.
+    let urls: Vec<String> = match &args.from {
+        Some(url) => vec![url.clone()],
+        None => super::settings(ctx)?
+            .map(|s| s.substituters.into_iter().map(|u| u.value).collect())
+            .unwrap_or_default(),
     };
-    if let Some(url) = &from {
-        ctx.out.debug(1, &format!("restoring from {url}"));
+    let report = if urls.is_empty() {
+        store.repair(paths.as_deref(), None)
+    } else {
+        ctx.out
+            .debug(1, &format!("restoring from {}", urls.join(", ")));
+        let substituter = Substituter::new(&urls).map_err(|source| Error::Substitute {
+            caches: urls.join(", "),
+            source: Box::new(source),
+        })?;
+        let warn = |w: &str| ctx.out.warn(w);
+        store.repair_from(paths.as_deref(), Some(&mut substituter.caches(&warn)))
     }
-    let cache = from
-        .as_deref()
-        .map(super::transfer::cache_dir)
-        .transpose()?;
-    let report = store
-        .repair(paths.as_deref(), cache.as_deref())
-        .map_err(|source| Error::Store { source })?;
+    .map_err(|source| Error::Store { source })?;
     if ctx.json {
         let unrepaired: Vec<serde_json::Value> = report
             .unrepaired
