@@ -5,7 +5,8 @@
 //! commit checked out; an archive is downloaded (hashed while it streams) and unpacked
 //! safely; a plain file is downloaded. The tree then becomes a content-addressed store
 //! path named `source` (a plain file keeps its file name) through
-//! [`Store::add_path`], atomically. What was fetched is described as a [`LockedInput`]
+//! [`Store::add_owned_tree`], atomically and without a copy: the tree is fetched into the
+//! store's `.tmp/` and made canonical where it is. What was fetched is described as a [`LockedInput`]
 //! for `nexis.lock`.
 //!
 //! [`Fetcher::realise`] goes the other way: given a locked input, it returns its store
@@ -343,9 +344,10 @@ impl<'s> Fetcher<'s> {
             }
         };
         self.report(FetchEvent::Adding);
+        // The tree is ours, in the store's `.tmp/`: it is moved into the store, not copied.
         let added = self
             .store
-            .add_path(&tree, Some(&name))
+            .add_owned_tree(&tree, &name)
             .map_err(|e| FetchError::Add {
                 input: original.to_owned(),
                 source: Box::new(e),

@@ -50,6 +50,9 @@ pub enum AddError {
     /// A source file changed size while it was being added.
     #[error("{0}: changed while it was being added")]
     Changed(PathBuf),
+    /// A tree given to [`Store::add_owned_tree`] is not in the store's `.tmp/`.
+    #[error("{0}: only a tree inside the store's .tmp/ can be given to the store")]
+    NotOwned(PathBuf),
     /// The source has no usable file name to take the name from.
     #[error("{0}: cannot take a store path name from it; give one")]
     NoName(PathBuf),
@@ -290,6 +293,63 @@ impl Store {
         self.install(&[(dest_root, path.clone())])?;
         remove_tree(&tmp)?;
         self.with_db(|db| db.register(&[added.path_info(references, now())]))?;
+        self.add_temp_root(&path)?;
+        Ok(added)
+    }
+
+    /// Add the tree at `src` as the content-addressed path `name` without copying it:
+    /// `src` is the caller's own tree (a fetched checkout or unpacked archive) in this
+    /// store's `.tmp/`, given up to the store. It is hashed, then under the path's lock
+    /// made canonical where it is (modes, mtimes, deduplication), checked against its
+    /// hash and renamed into place. When the path is valid already, or on any error,
+    /// `src` is removed: it is gone when this returns — except when it is not inside
+    /// `.tmp/`, which is refused ([`AddError::NotOwned`]) and left alone.
+    pub fn add_owned_tree(&self, src: &Path, name: &str) -> Result<Added, AddError> {
+        // Anything else is not the store's to take (nor to remove).
+        if !src.starts_with(self.store_dir().join(".tmp")) {
+            return Err(AddError::NotOwned(src.to_owned()));
+        }
+        let result = self.add_owned(src, name);
+        if fs::symlink_metadata(src).is_ok() {
+            let _ = remove_tree(src);
+        }
+        result
+    }
+
+    fn add_owned(&self, src: &Path, name: &str) -> Result<Added, AddError> {
+        check_name(name)?;
+        let tree = scan(src)?;
+        let source = crate::hash::hash_path(src).map_err(StoreError::from)?;
+        let path = StorePath::new(&ContentKind::Source { references: &[] }, &source.hash, name)?;
+        let _gc = self.lock_gc(false)?;
+        let _lock = self.lock_path(&path)?;
+        let mut added = Added::unwritten(path.clone(), &source);
+        if self.with_db(|db| db.is_valid(&path))? {
+            self.add_temp_root(&path)?;
+            return Ok(added);
+        }
+        let scratch = self.temp_dir()?;
+        let settled = (|| {
+            let links = self.store_dir().join(".links");
+            let mut list = Vec::new();
+            files(&tree, src, &mut list);
+            let deduplicated = AtomicU64::new(0);
+            let hashes: Vec<[u8; 32]> = list
+                .par_iter()
+                .map(|(node, _)| settle_in_place(node, &links, &scratch, &deduplicated))
+                .collect::<Result<_, AddError>>()?;
+            let mut stats = Stats::default();
+            let hash = finish(&tree, src, &mut hashes.into_iter(), &mut stats)?;
+            if hash != source.hash {
+                return Err(AddError::Changed(src.to_owned()));
+            }
+            Ok(deduplicated.load(Ordering::Relaxed))
+        })();
+        let _ = remove_tree(&scratch);
+        added.deduplicated = settled?;
+        added.already_valid = false;
+        self.install(&[(src.to_owned(), path.clone())])?;
+        self.with_db(|db| db.register(&[added.path_info(BTreeSet::new(), now())]))?;
         self.add_temp_root(&path)?;
         Ok(added)
     }
@@ -575,20 +635,40 @@ fn copy_file(
         f.write_all(&data).map_err(io_err(to))?;
         (hash, f)
     };
+    settle(&file, to, mode, &hash, *size, links, scratch, deduplicated)?;
+    Ok(hash)
+}
+
+/// Make the file `to` (open as `file`, content hash `hash`) canonical — `mode`, mtime 1 —
+/// and deduplicate it: it becomes its content's entry in `links`, or is replaced by a
+/// hard link to the entry already there (its size counted in `deduplicated`).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one file's whole context, from two callers"
+)]
+fn settle(
+    file: &File,
+    to: &Path,
+    mode: u32,
+    hash: &[u8; 32],
+    size: u64,
+    links: &Path,
+    scratch: &Path,
+    deduplicated: &AtomicU64,
+) -> Result<(), AddError> {
     file.set_modified(UNIX_EPOCH + MTIME).map_err(io_err(to))?;
-    // Explicitly: the mode given at creation went through the umask.
+    // Explicitly: a mode given at creation went through the umask.
     file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io_err(to))?;
-    drop(file);
     // Dedup: one inode per (content, executable bit).
-    let link = links.join(crate::base32::encode(&hash));
+    let link = links.join(crate::base32::encode(hash));
     // Other failures (too many links, another filesystem) only lose the optimisation.
     if let Err(e) = fs::hard_link(to, &link)
         && e.kind() == io::ErrorKind::AlreadyExists
-        && fs::metadata(&link).is_ok_and(|m| m.len() == *size)
+        && fs::metadata(&link).is_ok_and(|m| m.len() == size)
     {
         // Link the shared inode under a name no other file of the tree can have, then
-        // rename it over the copy.
+        // rename it over the file.
         static N: AtomicU64 = AtomicU64::new(0);
         let tmp = scratch.join(format!(
             "dedup-{}-{}",
@@ -597,9 +677,35 @@ fn copy_file(
         ));
         if fs::hard_link(&link, &tmp).is_ok() {
             fs::rename(&tmp, to).map_err(io_err(to))?;
-            deduplicated.fetch_add(*size, Ordering::Relaxed);
+            deduplicated.fetch_add(size, Ordering::Relaxed);
         }
     }
+    Ok(())
+}
+
+/// Make a file of an owned tree canonical where it is (see [`settle`]); return its node
+/// hash.
+fn settle_in_place(
+    node: &Node,
+    links: &Path,
+    scratch: &Path,
+    deduplicated: &AtomicU64,
+) -> Result<[u8; 32], AddError> {
+    let Node::File {
+        src,
+        size,
+        executable,
+    } = node
+    else {
+        unreachable!("only files are listed")
+    };
+    let mut file = File::open(src).map_err(io_err(src))?;
+    let mut buf = Vec::new();
+    let content = crate::walk::read_content(&mut file, *size, src, &mut buf, |_| Ok(()))
+        .map_err(StoreError::from)?;
+    let hash = file_hash(*executable, *size, &content);
+    let mode = if *executable { 0o555 } else { 0o444 };
+    settle(&file, src, mode, &hash, *size, links, scratch, deduplicated)?;
     Ok(hash)
 }
 

@@ -308,3 +308,53 @@ fn concurrent_adds_of_the_same_tree_copy_it_once() {
     assert!(store.verify(None, &|_| {}).unwrap().is_clean());
     assert_eq!(store.with_db(|db| db.all_valid()).unwrap().len(), 8);
 }
+
+#[test]
+fn an_owned_tree_is_moved_into_the_store_not_copied() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let tmp = store.store_dir().join(".tmp");
+    let owned = |name: &str| {
+        let dir = tmp.join(name);
+        tree(&dir);
+        dir
+    };
+    // The same tree added by copy first: the owned one must give the same path.
+    let src = tempfile::tempdir().unwrap();
+    tree(&src.path().join("pkg"));
+    let copied = store.add_path(&src.path().join("pkg"), None).unwrap();
+    let other_root = tempfile::tempdir().unwrap();
+    let other = Store::open(other_root.path()).unwrap();
+
+    let dir = other.store_dir().join(".tmp/mine");
+    tree(&dir);
+    let big_ino = fs::metadata(dir.join("share/big")).unwrap().ino();
+    let added = other.add_owned_tree(&dir, "pkg").unwrap();
+    assert_eq!(added.path, copied.path, "the same content, the same path");
+    assert!(!added.already_valid);
+    assert!(!dir.exists(), "the tree was moved");
+    let on_disk = other.physical(&added.path);
+    assert_eq!(
+        fs::metadata(on_disk.join("share/big")).unwrap().ino(),
+        big_ino,
+        "moved, not copied"
+    );
+    assert_eq!(added.deduplicated, 13, "b.txt is a link to a.txt");
+    assert!(other.verify(None, &|_| {}).unwrap().is_clean());
+
+    // Valid already: the owned tree is removed, nothing else happens.
+    let again = owned("again");
+    let added = store.add_owned_tree(&again, "pkg").unwrap();
+    assert!(added.already_valid);
+    assert!(!again.exists());
+    // A tree outside `.tmp/` is refused and left alone.
+    let err = store
+        .add_owned_tree(&src.path().join("pkg"), "pkg")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("only a tree inside the store's .tmp/"),
+        "{err}"
+    );
+    assert!(src.path().join("pkg/bin/tool").exists());
+}
