@@ -1,5 +1,6 @@
 //! [`FsLoader`]: the evaluator's window on the real filesystem, and on fetched inputs.
 
+use nexis_store::error_chain as chain;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
@@ -208,18 +209,6 @@ fn fetch_one(
         let fetched = fetcher.fetch(url).map_err(|e| chain(&e))?;
         (fetched.path, fetched.locked)
     })
-}
-
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 fn load_error(path: &Path, source: io::Error) -> LoadError {

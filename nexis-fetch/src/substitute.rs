@@ -18,6 +18,7 @@
 //! [`Receiver::add_compressed`](nexis_store::Receiver::add_compressed), which hashes it
 //! as it decompresses; nothing becomes valid until every path has been checked.
 
+use nexis_store::error_chain as chain;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
@@ -376,18 +377,6 @@ impl CacheSource for Caches<'_> {
             .get(path)
             .map_or_else(String::new, |&c| self.substituter.caches[c].clone())
     }
-}
-
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 #[cfg(test)]

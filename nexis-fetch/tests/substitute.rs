@@ -6,6 +6,7 @@ mod common {
     pub(crate) mod server;
 }
 
+use nexis_store::error_chain as chain;
 use std::cell::RefCell;
 use std::fs;
 use std::io::Write as _;
@@ -484,18 +485,6 @@ fn nginx_serves_a_cache() {
         "{e}"
     );
     assert_untouched(&target);
-}
-
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 /// nginx serving a directory on a free port of 127.0.0.1, stopped when dropped.

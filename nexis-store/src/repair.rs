@@ -24,7 +24,7 @@ use crate::archive::remove_tree;
 use crate::cache::{CacheError, CacheInfo};
 use crate::path::StorePath;
 use crate::receive::{FileDigest, ReceiveError, Trust};
-use crate::store::{Store, StoreError, io_err};
+use crate::store::{Store, StoreError, error_chain, io_err};
 use crate::substitute::{CacheSource, DirCache};
 use crate::verify::{Problem, VerifyReport};
 
@@ -241,16 +241,4 @@ fn canonicalise(file: &Path, mode: u32) -> Result<(), StoreError> {
     f.set_modified(UNIX_EPOCH + crate::add::MTIME)
         .map_err(io_err(file))?;
     f.sync_all().map_err(io_err(file))
-}
-
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }

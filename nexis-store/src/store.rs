@@ -211,3 +211,16 @@ impl Store {
         roots.file.sync_data().map_err(io_err(&roots.path))
     }
 }
+
+/// An error and its causes on one line, `what failed: why: why that`: for reports that
+/// list several failures (repair, substitution, fetching inputs).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
