@@ -291,33 +291,11 @@ fn copy_to_and_from_a_file_cache() {
     let to = tempfile::tempdir().unwrap();
     // A key of the same name that is not the cache's.
     let wrong = key_files(tempfile::tempdir().unwrap().path(), "cache-1").1;
-    let refused = nexis(
-        to.path(),
-        &[
-            "store",
-            "copy",
-            "--from",
-            &url,
-            "--trusted-key",
-            &wrong,
-            &path,
-        ],
-    );
+    let refused = copy_from(to.path(), &url, &wrong, &path);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("not signed by a trusted key"), "{err}");
-    let out = stdout(&nexis(
-        to.path(),
-        &[
-            "store",
-            "copy",
-            "--from",
-            &url,
-            "--trusted-key",
-            &public,
-            &path,
-        ],
-    ));
+    let out = stdout(&copy_from(to.path(), &url, &public, &path));
     assert_eq!(out.trim(), path);
     stdout(&nexis(to.path(), &["store", "path-info", &path]));
 
@@ -327,6 +305,14 @@ fn copy_to_and_from_a_file_cache() {
     );
     assert!(!http.status.success());
     assert!(String::from_utf8_lossy(&http.stderr).contains("not supported"));
+}
+
+/// `nexis store copy --from URL --trusted-key KEY PATH` into the store at `root`.
+fn copy_from(root: &Path, url: &str, key: &str, path: &str) -> Output {
+    nexis(
+        root,
+        &["store", "copy", "--from", url, "--trusted-key", key, path],
+    )
 }
 
 #[test]
@@ -354,18 +340,7 @@ fn copy_from_an_http_cache_and_substitute_from_the_configured_ones() {
             && err.contains(&format!("{path} is not signed by a trusted key")),
         "{err}"
     );
-    let out = stdout(&nexis(
-        to.path(),
-        &[
-            "store",
-            "copy",
-            "--from",
-            &url,
-            "--trusted-key",
-            &public,
-            &path,
-        ],
-    ));
+    let out = stdout(&copy_from(to.path(), &url, &public, &path));
     assert_eq!(out.trim(), path);
     stdout(&nexis(to.path(), &["store", "verify", "--all"]));
 

@@ -256,12 +256,7 @@ fn a_flipped_byte_in_an_archive_is_refused_by_its_file_hash() {
     fs::write(&archive, &bytes).unwrap();
     let server = Server::start(static_files(fx.dir.clone()));
     let (_root, target) = empty_store();
-    let e = Substituter::with_options(&[server.url("")], options())
-        .unwrap()
-        .substitute(&target, std::slice::from_ref(&fx.app), &fx.trust(), &|w| {
-            panic!("no warning expected: {w}")
-        })
-        .unwrap_err();
+    let e = app_fails(&fx, &server, &target);
     assert!(
         matches!(
             &e,
@@ -273,6 +268,17 @@ fn a_flipped_byte_in_an_archive_is_refused_by_its_file_hash() {
     assert!(e.to_string().contains(&url), "{e}");
     // `lib` was unpacked and checked before, and is not valid either.
     assert_untouched(&target);
+}
+
+/// Substitute `fx.app` from `server` (trusting the fixture's key), expecting no warning
+/// and a failure; return the error.
+fn app_fails(fx: &Fixture, server: &Server, target: &Store) -> SubstituteError {
+    Substituter::with_options(&[server.url("")], options())
+        .unwrap()
+        .substitute(target, std::slice::from_ref(&fx.app), &fx.trust(), &|w| {
+            panic!("no warning expected: {w}")
+        })
+        .unwrap_err()
 }
 
 #[test]
@@ -295,12 +301,7 @@ fn an_archive_cut_short_in_transfer_is_a_read_error() {
         stream.write_all(&body[..body.len() / 2])
     });
     let (_root, target) = empty_store();
-    let e = Substituter::with_options(&[server.url("")], options())
-        .unwrap()
-        .substitute(&target, std::slice::from_ref(&fx.app), &fx.trust(), &|w| {
-            panic!("no warning expected: {w}")
-        })
-        .unwrap_err();
+    let e = app_fails(&fx, &server, &target);
     assert!(
         matches!(
             &e,

@@ -604,13 +604,7 @@ fn copy_file(
         // chunks, each with blake3's multi-threaded mode while the next is read, so what
         // is hashed is what is stored, and memory stays two chunks whatever the size.
         fs::copy(src, to).map_err(io_err(src))?;
-        // Read-only is enough: mtime and mode are set by the owner, and the copy may
-        // have the source's read-only mode.
-        let mut output = File::open(to).map_err(io_err(to))?;
-        let mut buf = Vec::new();
-        let content = crate::walk::read_content(&mut output, *size, to, &mut buf, |_| Ok(()))
-            .map_err(StoreError::from)?;
-        (file_hash(*executable, *size, &content), output)
+        hash_file(to, *size, *executable)?
     } else {
         let data = fs::read(src).map_err(io_err(src))?;
         if data.len() as u64 != *size {
@@ -683,6 +677,17 @@ fn settle(
     Ok(())
 }
 
+/// Open the file at `path` (read-only is enough: mode and mtime are set by the owner) and
+/// hash it in chunks, each with blake3's multi-threaded mode while the next is read:
+/// its node hash, and the open file.
+fn hash_file(path: &Path, size: u64, executable: bool) -> Result<([u8; 32], File), AddError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let mut buf = Vec::new();
+    let content = crate::walk::read_content(&mut file, size, path, &mut buf, |_| Ok(()))
+        .map_err(StoreError::from)?;
+    Ok((file_hash(executable, size, &content), file))
+}
+
 /// Make a file of an owned tree canonical where it is (see [`settle`]); return its node
 /// hash.
 fn settle_in_place(
@@ -699,11 +704,7 @@ fn settle_in_place(
     else {
         unreachable!("only files are listed")
     };
-    let mut file = File::open(src).map_err(io_err(src))?;
-    let mut buf = Vec::new();
-    let content = crate::walk::read_content(&mut file, *size, src, &mut buf, |_| Ok(()))
-        .map_err(StoreError::from)?;
-    let hash = file_hash(*executable, *size, &content);
+    let (hash, file) = hash_file(src, *size, *executable)?;
     let mode = if *executable { 0o555 } else { 0o444 };
     settle(&file, src, mode, &hash, *size, links, scratch, deduplicated)?;
     Ok(hash)
