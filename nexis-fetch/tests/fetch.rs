@@ -86,6 +86,26 @@ fn git_inputs_are_fetched_locked_and_realised_offline() {
     assert_eq!(*last_modified, T0);
     let locked = fetched.locked.clone();
 
+    // `hash=` on a git input pins the tree: the right blake3 tree hash is accepted, a
+    // wrong one refused, and a sha256 cannot pin a tree.
+    let pinned = format!("{original}&hash={}", locked.tree_hash);
+    assert_eq!(fetcher.fetch(&pinned).unwrap().path, fetched.path);
+    let wrong = format!("{original}&hash=blake3-{}", "A".repeat(43) + "=");
+    let err = fetcher.fetch(&wrong).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FetchError::TreeHash {
+                pinned_by: "its `hash=`",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let sha = format!("{original}&hash={}", sha256(b"x"));
+    let err = fetcher.fetch(&sha).unwrap_err();
+    assert!(matches!(err, FetchError::TreeHashAlgo { .. }), "{err}");
+
     // A new commit upstream does not move the locked input.
     fx.write("repo", "packages/hello.toml", "name = \"hello\" # two\n");
     fx.commit("repo", "two", T0 + 60);

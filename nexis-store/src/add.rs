@@ -118,19 +118,18 @@ impl Added {
     }
 }
 
+/// A regular file of the scanned source tree.
+struct FileNode {
+    src: PathBuf,
+    size: u64,
+    executable: bool,
+}
+
 /// A node of the scanned source tree.
 enum Node {
-    File {
-        src: PathBuf,
-        size: u64,
-        executable: bool,
-    },
-    Symlink {
-        target: Vec<u8>,
-    },
-    Dir {
-        entries: Vec<(Vec<u8>, Node)>,
-    },
+    File(FileNode),
+    Symlink { target: Vec<u8> },
+    Dir { entries: Vec<(Vec<u8>, Node)> },
 }
 
 fn pad8(n: u64) -> u64 {
@@ -144,11 +143,11 @@ fn scan(path: &Path) -> Result<Node, AddError> {
         .map_err(AddError::Store)?;
     let ft = meta.file_type();
     if ft.is_file() {
-        Ok(Node::File {
+        Ok(Node::File(FileNode {
             src: path.to_owned(),
             size: meta.len(),
             executable: meta.permissions().mode() & 0o111 != 0,
-        })
+        }))
     } else if ft.is_symlink() {
         let target = fs::read_link(path).map_err(io_err(path))?;
         Ok(Node::Symlink {
@@ -188,9 +187,9 @@ fn scan(path: &Path) -> Result<Node, AddError> {
 }
 
 /// Files to copy, with their destination, gathered from a scanned tree.
-fn files<'a>(node: &'a Node, dest: &Path, out: &mut Vec<(&'a Node, PathBuf)>) {
+fn files<'a>(node: &'a Node, dest: &Path, out: &mut Vec<(&'a FileNode, PathBuf)>) {
     match node {
-        Node::File { .. } => out.push((node, dest.to_owned())),
+        Node::File(file) => out.push((file, dest.to_owned())),
         Node::Dir { entries } => {
             for (name, child) in entries {
                 files(child, &dest.join(std::ffi::OsStr::from_bytes(name)), out);
@@ -299,9 +298,9 @@ impl Store {
 
     /// Add the tree at `src` as the content-addressed path `name` without copying it:
     /// `src` is the caller's own tree (a fetched checkout or unpacked archive) in this
-    /// store's `.tmp/`, given up to the store. It is hashed, then under the path's lock
-    /// made canonical where it is (modes, mtimes, deduplication), checked against its
-    /// hash and renamed into place. When the path is valid already, or on any error,
+    /// store's `.tmp/`, given up to the store. It is made canonical where it is (modes,
+    /// mtimes, deduplication; each file read once, which gives the tree hash), then
+    /// under the path's lock renamed into place. When the path is valid already, or on any error,
     /// `src` is removed: it is gone when this returns — except when it is not inside
     /// `.tmp/`, which is refused ([`AddError::NotOwned`]) and left alone.
     pub fn add_owned_tree(&self, src: &Path, name: &str) -> Result<Added, AddError> {
@@ -319,15 +318,10 @@ impl Store {
     fn add_owned(&self, src: &Path, name: &str) -> Result<Added, AddError> {
         check_name(name)?;
         let tree = scan(src)?;
-        let source = crate::hash::hash_path(src).map_err(StoreError::from)?;
-        let path = StorePath::new(&ContentKind::Source { references: &[] }, &source.hash, name)?;
+        // The tree is private to this process: it is made canonical first, which reads
+        // each file once and gives the tree hash, then the path is locked. (The GC lock
+        // covers the links made into `.links/` meanwhile.)
         let _gc = self.lock_gc(false)?;
-        let _lock = self.lock_path(&path)?;
-        let mut added = Added::unwritten(path.clone(), &source);
-        if self.with_db(|db| db.is_valid(&path))? {
-            self.add_temp_root(&path)?;
-            return Ok(added);
-        }
         let scratch = self.temp_dir()?;
         let settled = (|| {
             let links = self.store_dir().join(".links");
@@ -340,13 +334,27 @@ impl Store {
                 .collect::<Result<_, AddError>>()?;
             let mut stats = Stats::default();
             let hash = finish(&tree, src, &mut hashes.into_iter(), &mut stats)?;
-            if hash != source.hash {
-                return Err(AddError::Changed(src.to_owned()));
-            }
-            Ok(deduplicated.load(Ordering::Relaxed))
+            stats.archive_size += 16;
+            Ok::<_, AddError>((hash, stats, deduplicated.load(Ordering::Relaxed)))
         })();
         let _ = remove_tree(&scratch);
-        added.deduplicated = settled?;
+        let (tree_hash, stats, deduplicated) = settled?;
+        let path = StorePath::new(&ContentKind::Source { references: &[] }, &tree_hash, name)?;
+        let _lock = self.lock_path(&path)?;
+        let mut added = Added {
+            path: path.clone(),
+            tree_hash,
+            archive_size: stats.archive_size,
+            files: stats.files,
+            bytes: stats.bytes,
+            deduplicated: 0,
+            already_valid: true,
+        };
+        if self.with_db(|db| db.is_valid(&path))? {
+            self.add_temp_root(&path)?;
+            return Ok(added);
+        }
+        added.deduplicated = deduplicated;
         added.already_valid = false;
         self.install(&[(src.to_owned(), path.clone())])?;
         self.with_db(|db| db.register(&[added.path_info(BTreeSet::new(), now())]))?;
@@ -569,7 +577,7 @@ fn make_dirs(node: &Node, dest: &Path) -> Result<(), AddError> {
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), dest)
                 .map_err(io_err(dest))?;
         }
-        Node::File { .. } => {}
+        Node::File(_) => {}
     }
     Ok(())
 }
@@ -581,7 +589,7 @@ fn make_dirs(node: &Node, dest: &Path) -> Result<(), AddError> {
 /// written through one descriptor (created with its final mode, mtime set on the
 /// descriptor) and becomes the entry.
 fn copy_file(
-    node: &Node,
+    node: &FileNode,
     to: &Path,
     links: &Path,
     scratch: &Path,
@@ -590,14 +598,11 @@ fn copy_file(
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
 
-    let Node::File {
+    let FileNode {
         src,
         size,
         executable,
-    } = node
-    else {
-        unreachable!("only files are listed")
-    };
+    } = node;
     let mode = if *executable { 0o555 } else { 0o444 };
     let (hash, file) = if *size >= LARGE_FILE {
         // The kernel copies (no pass through user space); the copy is then hashed in
@@ -691,19 +696,16 @@ fn hash_file(path: &Path, size: u64, executable: bool) -> Result<([u8; 32], File
 /// Make a file of an owned tree canonical where it is (see [`settle`]); return its node
 /// hash.
 fn settle_in_place(
-    node: &Node,
+    node: &FileNode,
     links: &Path,
     scratch: &Path,
     deduplicated: &AtomicU64,
 ) -> Result<[u8; 32], AddError> {
-    let Node::File {
+    let FileNode {
         src,
         size,
         executable,
-    } = node
-    else {
-        unreachable!("only files are listed")
-    };
+    } = node;
     let (hash, file) = hash_file(src, *size, *executable)?;
     let mode = if *executable { 0o555 } else { 0o444 };
     settle(&file, src, mode, &hash, *size, links, scratch, deduplicated)?;
@@ -720,7 +722,7 @@ fn finish(
 ) -> Result<[u8; 32], AddError> {
     stats.archive_size += 8;
     Ok(match node {
-        Node::File { size, .. } => {
+        Node::File(FileNode { size, .. }) => {
             stats.files += 1;
             stats.bytes += size;
             stats.archive_size += 8 + pad8(*size);
