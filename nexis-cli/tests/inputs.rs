@@ -218,3 +218,119 @@ fn fetch_prints_the_store_path_and_hashes() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("`rev` must be 40"), "{err}");
 }
+
+/// Commit `nexis.toml` with `text` in the repository `dir`; the new rev.
+fn commit_config(dir: &Path, text: &str, time: i64) -> String {
+    fs::write(dir.join("nexis.toml"), text).unwrap();
+    git(dir, &["add", "-A"], time);
+    git(dir, &["commit", "-q", "-m", "inputs"], time);
+    git(dir, &["rev-parse", "HEAD"], time)
+}
+
+#[test]
+fn inputs_of_inputs_are_locked_transitively_and_follows_replaces_them() {
+    let repos = tempfile::tempdir().unwrap();
+    let base = repo(repos.path(), "base", 1_700_000_000);
+    let core = repo(repos.path(), "core", 1_700_000_100);
+    let mine = repo(repos.path(), "mine", 1_700_000_150);
+    // `core`'s own input `base`, and a recipe of `core` that needs it.
+    commit_config(
+        &core,
+        &format!("[inputs]\nbase = \"git+file://{}\"\n", base.display()),
+        1_700_000_200,
+    );
+    fs::write(
+        core.join("packages/core.toml"),
+        "version = \"1.0\"\n[build]\nsystem = \"script\"\nscript = \"true\"\ndeps = [\"base#base\"]\n",
+    )
+    .unwrap();
+    git(&core, &["commit", "-qam", "deps"], 1_700_000_300);
+    let conf = tempfile::tempdir().unwrap();
+    let config = conf.path().join("nexis.toml");
+    let lock_file = conf.path().join("nexis.lock");
+    let root = tempfile::tempdir().unwrap();
+    fs::write(
+        &config,
+        format!(
+            "[inputs]\ncore = \"git+file://{}\"\n[packages]\ninstall = [\"core#core\"]\n",
+            core.display()
+        ),
+    )
+    .unwrap();
+
+    // The inner input is fetched and locked under `core/base`.
+    let (_, err) = ok(&nexis(root.path(), &config, &["lock"]));
+    assert!(
+        err.contains("added core (") && err.contains("added core/base ("),
+        "{err}"
+    );
+    let text = fs::read_to_string(&lock_file).unwrap();
+    assert!(text.contains("[inputs.\"core/base\"]"), "{text}");
+    assert!(
+        text.contains(&git(&base, &["rev-parse", "HEAD"], 0)),
+        "{text}"
+    );
+    let (out, _) = ok(&nexis(root.path(), &config, &["eval"]));
+    assert!(out.contains("core/base#base 1.0"), "{out}");
+
+    // A new upstream commit of the inner input changes nothing until it is updated by
+    // its full name; then only it moves.
+    let base2 = commit(&base, "base", "2.0", 1_700_000_400);
+    let (_, err) = ok(&nexis(root.path(), &config, &["lock"]));
+    assert!(err.contains("is up to date"), "{err}");
+    let (_, err) = ok(&nexis(root.path(), &config, &["update", "core/base"]));
+    assert!(
+        err.contains("updated core/base") && !err.contains("updated core:"),
+        "{err}"
+    );
+    assert!(fs::read_to_string(&lock_file).unwrap().contains(&base2));
+
+    // `follows`: the inner input is this configuration's `base` instead; it is neither
+    // fetched nor locked, and core's recipe builds against the outer one.
+    fs::write(
+        &config,
+        format!(
+            "[inputs]\nbase = \"git+file://{}\"\n\
+             core = {{ url = \"git+file://{}\", follows = {{ base = \"base\" }} }}\n\
+             [packages]\ninstall = [\"core#core\"]\n",
+            mine.display(),
+            core.display()
+        ),
+    )
+    .unwrap();
+    commit(&mine, "base", "3.0", 1_700_000_500);
+    let (_, err) = ok(&nexis(root.path(), &config, &["lock"]));
+    assert!(
+        err.contains("added base (") && err.contains("removed core/base"),
+        "{err}"
+    );
+    let text = fs::read_to_string(&lock_file).unwrap();
+    assert!(!text.contains("core/base"), "{text}");
+    let (out, _) = ok(&nexis(root.path(), &config, &["eval", "--json"]));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let core_pkg = json["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "core#core")
+        .unwrap();
+    assert_eq!(core_pkg["deps"], serde_json::json!(["base#base"]));
+    assert_eq!(json["follows"]["core/base"], "base");
+
+    // A follows that names no inner input is an error at its place.
+    fs::write(
+        &config,
+        format!(
+            "[inputs]\ncore = {{ url = \"git+file://{}\", follows = {{ bsae = \"core\" }} }}\n",
+            core.display()
+        ),
+    )
+    .unwrap();
+    let o = nexis(root.path(), &config, &["eval"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("input `core` has no input `bsae`") && err.contains("nexis.toml:2:"),
+        "{err}"
+    );
+}

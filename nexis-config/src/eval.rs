@@ -31,14 +31,17 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// The resolved system as JSON: `modules`, `config` (the typed system), `packages` and
-    /// `references` (each `${pkgs.…}` and the package it names).
+    /// The resolved system as JSON: `modules`, `config` (the typed system), `packages`,
+    /// `references` (each `${pkgs.…}` and the package it names), `inputs` (each input's
+    /// folder, inputs of inputs included) and `follows`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "modules": self.modules,
             "config": self.spec,
             "packages": self.packages.to_json(),
             "references": self.packages.references,
+            "inputs": self.packages.inputs,
+            "follows": self.packages.follows,
         })
     }
 }

@@ -6,8 +6,12 @@
 //! Inline `[recipes.NAME]` form the input `self`. Recipe files are parsed only when a
 //! reference reaches them.
 //!
-//! An unqualified reference in a recipe looks in the recipe's own input first; elsewhere
-//! it must name a package found in exactly one input. Versions: every requirement on a
+//! An input may declare its own inputs in the `[inputs]` of its top `nexis.toml`; they
+//! are inputs too, named `core/base`, unless `follows` replaces them by another input.
+//!
+//! An unqualified reference in a recipe looks in the recipe's own input first, then in
+//! that input's own inputs; elsewhere it must name a package found in exactly one of the
+//! configuration's inputs. Versions: every requirement on a
 //! package (from the configuration and from other recipes) must be met by one version,
 //! and the highest such version is chosen; the choice is repeated until it settles.
 
@@ -23,9 +27,9 @@ use serde::Serialize;
 use crate::de::{Spanned, decode};
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::interp::PkgUse;
-use crate::loader::{Loader, normalize};
+use crate::loader::{LoadError, Loader, normalize};
 use crate::source::{FileId, Sources, Span};
-use crate::spec::{BuildSystem, PackageRef, Recipe, SystemSpec};
+use crate::spec::{BuildSystem, InputSpec, PackageRef, Recipe, SystemSpec};
 use crate::value;
 use crate::version::{Version, VersionReq};
 
@@ -72,6 +76,11 @@ pub struct PackageGraph {
     pub roots: BTreeMap<String, BTreeSet<String>>,
     /// Each `${pkgs.…}` reference and the package id it resolved to.
     pub references: BTreeMap<String, String>,
+    /// The inputs made available, by id (`core`, or `core/base` for an input of an
+    /// input), with their folders; `self` is not among them.
+    pub inputs: BTreeMap<String, PathBuf>,
+    /// Inputs of inputs replaced by another input (`follows`): id → the id it means.
+    pub follows: BTreeMap<String, String>,
 }
 
 impl PackageGraph {
@@ -167,6 +176,47 @@ impl Input {
     }
 }
 
+/// How deep inputs of inputs may nest.
+const MAX_INPUT_DEPTH: usize = 8;
+
+/// An input to make available.
+struct Wanted {
+    /// `core`, or `core/base` for an input of an input.
+    id: String,
+    /// Its reference.
+    url: String,
+    /// Where the reference is written.
+    at: Span,
+    /// The folder `path:` references are relative to.
+    base: PathBuf,
+    /// The inputs that declare it, outermost first: id, and where it comes from (the
+    /// reference, or the folder of a `path:` reference).
+    chain: Vec<(String, String)>,
+}
+
+/// A `follows` entry: the input meant instead, and where the entry is written.
+struct Follow {
+    target: String,
+    key: Span,
+    value: Span,
+}
+
+/// Where an input comes from, to find cycles: the folder of a `path:` reference (however
+/// it is spelled), or the reference.
+fn origin(url: &str, base: &Path) -> String {
+    crate::loader::path_input(url, base)
+        .map_or_else(|| url.to_owned(), |dir| format!("path:{}", dir.display()))
+}
+
+/// `a`, `b` and `c` as "`a`, `b`, `c`".
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The kind of a lookup failure that an earlier error explains; never reported.
 const EXPLAINED: &str = "explained";
 
@@ -175,6 +225,10 @@ struct Resolver<'a> {
     sources: &'a mut Sources,
     fallback: Span,
     inputs: BTreeMap<String, Input>,
+    /// Inputs that follow another: id → the id of the input they mean.
+    aliases: BTreeMap<String, String>,
+    /// The inputs each input declares (`""`: the configuration's), as ids.
+    children: BTreeMap<String, Vec<String>>,
     candidates: BTreeMap<Key, Vec<Candidate>>,
     /// Names whose recipes all failed to load (already reported).
     broken: BTreeSet<Key>,
@@ -204,6 +258,8 @@ pub(crate) fn resolve(
         sources,
         fallback,
         inputs: BTreeMap::new(),
+        aliases: BTreeMap::new(),
+        children: BTreeMap::new(),
         candidates: BTreeMap::new(),
         broken: BTreeSet::new(),
         load_diags: Vec::new(),
@@ -232,7 +288,16 @@ pub(crate) fn resolve(
     r.conflicts(&prev, &chosen, diags);
 
     // Build the graph.
-    let mut out = PackageGraph::default();
+    let mut out = PackageGraph {
+        inputs: r
+            .inputs
+            .iter()
+            .filter(|(id, i)| !i.broken && id.as_str() != SELF_INPUT)
+            .map(|(id, i)| (id.clone(), i.dir.clone()))
+            .collect(),
+        follows: r.aliases.clone(),
+        ..PackageGraph::default()
+    };
     let mut candidates = std::mem::take(&mut r.candidates);
     for (key, &i) in &chosen {
         let c = candidates
@@ -350,21 +415,34 @@ fn satisfied(
 }
 
 impl Resolver<'_> {
+    /// Make every input available: the configuration's, then (level by level) the inputs
+    /// that the inputs' own `nexis.toml` declare, except those that follow another input.
     fn index_inputs(&mut self, spec: &SystemSpec) {
-        // The inputs' directories are asked for all at once, in parallel: a loader that
-        // fetches (git, HTTP) then fetches several inputs at the same time.
-        let mut wanted = Vec::new();
-        for (name, url) in &spec.inputs {
+        let mut follows: BTreeMap<String, Follow> = BTreeMap::new();
+        let mut level = Vec::new();
+        self.children.insert(String::new(), Vec::new());
+        for (name, input) in &spec.inputs {
+            let at = input.url.span.unwrap_or(self.fallback);
+            for (inner, target) in &input.follows {
+                follows.insert(
+                    format!("{name}/{inner}"),
+                    Follow {
+                        target: target.value.clone(),
+                        key: inner.span.unwrap_or(at),
+                        value: target.span.unwrap_or(at),
+                    },
+                );
+            }
+            self.declare(String::new(), name.value.clone());
             // A reference of an unknown scheme is reported by validation; reading it
             // would only repeat the error.
             if !crate::validate::INPUT_SCHEMES
                 .iter()
-                .any(|s| url.starts_with(s))
+                .any(|s| input.url.starts_with(s))
             {
                 self.inputs.insert(name.value.clone(), Input::broken());
                 continue;
             }
-            let at = url.span.unwrap_or(self.fallback);
             let base = self
                 .sources
                 .get(at.file)
@@ -372,79 +450,307 @@ impl Resolver<'_> {
                 .parent()
                 .map(Path::to_path_buf)
                 .unwrap_or_default();
-            wanted.push((&name.value, &url.value, at, base));
+            level.push(Wanted {
+                id: name.value.clone(),
+                url: input.url.value.clone(),
+                at,
+                base,
+                chain: Vec::new(),
+            });
         }
-        let loader = self.loader;
-        let dirs: Vec<_> = wanted
-            .par_iter()
-            .map(|(name, url, _, base)| loader.input_dir(name, url, base))
-            .collect();
-        for ((name, _, at, _), dir) in wanted.into_iter().zip(dirs) {
-            let dir = match dir {
-                Ok(d) => d,
-                Err(e) => {
-                    self.load_diags.push(
-                        Diagnostic::new("input", format!("input `{name}` is not available"))
-                            .primary(at, e.to_string()),
-                    );
-                    self.inputs.insert(name.clone(), Input::broken());
-                    continue;
-                }
-            };
-            let mut names: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-            let mut broken = false;
-            // Recipes are in `packages/`, or at the top when there is no such folder.
-            let listing = match self.loader.read_dir(&dir) {
-                Ok(top)
-                    if top.iter().any(|e| {
-                        e.is_dir && e.path.file_name().is_some_and(|n| n == "packages")
-                    }) =>
-                {
-                    self.loader.read_dir(&dir.join("packages"))
-                }
-                other => other,
-            };
-            match listing {
-                Ok(mut entries) => {
-                    entries.sort();
-                    for e in entries {
-                        let file_name = e
-                            .path
-                            .file_name()
-                            .and_then(|n| n.to_str())
-                            .unwrap_or_default()
-                            .to_owned();
-                        if e.is_dir {
-                            if let Ok(mut inner) = self.loader.read_dir(&e.path) {
-                                inner.sort();
-                                let files: Vec<PathBuf> = inner
-                                    .into_iter()
-                                    .filter(|f| {
-                                        !f.is_dir && f.path.extension().is_some_and(|x| x == "toml")
-                                    })
-                                    .map(|f| f.path)
-                                    .collect();
-                                if !files.is_empty() {
-                                    names.entry(file_name).or_default().extend(files);
-                                }
-                            }
-                        } else if let Some(stem) = file_name.strip_suffix(".toml") {
-                            names.entry(stem.to_owned()).or_default().push(e.path);
-                        }
+        let mut aliases: BTreeMap<String, Follow> = BTreeMap::new();
+        while !level.is_empty() {
+            let (followed, wanted): (Vec<Wanted>, Vec<Wanted>) =
+                level.into_iter().partition(|w| follows.contains_key(&w.id));
+            for w in followed {
+                let target = follows.remove(&w.id).expect("partitioned on it");
+                aliases.insert(w.id, target);
+            }
+            // The inputs' directories are asked for all at once, in parallel: a loader
+            // that fetches (git, HTTP) then fetches several inputs at the same time.
+            let loader = self.loader;
+            let dirs: Vec<_> = wanted
+                .par_iter()
+                .map(|w| loader.input_dir(&w.id, &w.url, &w.base))
+                .collect();
+            let mut next = Vec::new();
+            for (w, dir) in wanted.into_iter().zip(dirs) {
+                match dir {
+                    Ok(dir) => {
+                        self.index_recipes(&w.id, dir.clone(), w.at);
+                        self.inner_inputs(&w, &dir, &mut follows, &mut next);
+                    }
+                    Err(e) => {
+                        self.load_diags.push(
+                            Diagnostic::new("input", format!("input `{}` is not available", w.id))
+                                .primary(w.at, e.to_string()),
+                        );
+                        self.inputs.insert(w.id, Input::broken());
                     }
                 }
-                Err(e) => {
-                    broken = true;
-                    self.load_diags.push(
-                        Diagnostic::new("input", format!("input `{name}` cannot be read"))
-                            .primary(at, e.to_string())
-                            .help("an input holds recipes as `packages/NAME.toml` or `packages/NAME/VERSION.toml` (or `NAME.toml` at its top)"),
-                    );
+            }
+            level = next;
+        }
+        // What is left of `follows` names inner inputs that nothing declared.
+        for (id, Follow { key: at, .. }) in follows {
+            let (parent, name) = id.rsplit_once('/').expect("follows keys have a parent");
+            if self.inputs.get(parent).is_some_and(|i| i.broken)
+                || !self.inputs.contains_key(parent) && !aliases.contains_key(parent)
+            {
+                // The parent could not be read or is itself replaced: nothing to say.
+                continue;
+            }
+            let siblings = self
+                .children
+                .get(parent)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            self.load_diags.push(
+                Diagnostic::new("input", format!("input `{parent}` has no input `{name}`"))
+                    .primary(at, "nothing to follow")
+                    .help(
+                        did_you_mean(name, siblings.iter().filter_map(|s| s.rsplit('/').next()))
+                            .unwrap_or_else(|| {
+                                if siblings.is_empty() {
+                                    format!("`{parent}` declares no inputs of its own")
+                                } else {
+                                    format!("its inputs are {}", quoted(siblings))
+                                }
+                            }),
+                    ),
+            );
+        }
+        self.resolve_aliases(&aliases);
+    }
+
+    /// Note that `parent` (empty for the configuration) declares input `name`.
+    fn declare(&mut self, parent: String, name: String) {
+        let id = if parent.is_empty() {
+            name
+        } else {
+            format!("{parent}/{name}")
+        };
+        self.children.entry(parent).or_default().push(id);
+    }
+
+    /// Point each input that follows another at the input it ends up meaning.
+    fn resolve_aliases(&mut self, aliases: &BTreeMap<String, Follow>) {
+        for (id, follow) in aliases {
+            let (target, at) = (&follow.target, &follow.value);
+            let mut end = target;
+            let mut hops = 0;
+            while let Some(next) = aliases.get(end) {
+                end = &next.target;
+                hops += 1;
+                if hops > aliases.len() {
+                    break;
                 }
             }
-            self.inputs
-                .insert(name.clone(), Input { dir, names, broken });
+            if hops > aliases.len() {
+                self.load_diags.push(
+                    Diagnostic::new(
+                        "input",
+                        format!("input `{id}` follows itself through `{target}`"),
+                    )
+                    .primary(*at, "a cycle of `follows`")
+                    .help("make one of these inputs a reference instead of a `follows`"),
+                );
+                self.inputs.insert(id.clone(), Input::broken());
+            } else if self.inputs.contains_key(end) {
+                self.aliases.insert(id.clone(), end.clone());
+            } else {
+                let known = self.inputs.keys().filter(|k| k.as_str() != SELF_INPUT);
+                self.load_diags.push(
+                    Diagnostic::new("input", format!("input `{id}` follows `{target}`, which is not an input"))
+                        .primary(*at, "no such input")
+                        .help(did_you_mean(target, known.map(String::as_str)).unwrap_or_else(|| {
+                            "follow an input of this configuration (`base`) or of one of its inputs (`core/base`)".to_owned()
+                        })),
+                );
+                self.inputs.insert(id.clone(), Input::broken());
+            }
         }
+    }
+
+    /// Read the `[inputs]` of the `nexis.toml` at the top of input `w` (in `dir`), if
+    /// there is one, and queue them as `w`'s inner inputs.
+    fn inner_inputs(
+        &mut self,
+        w: &Wanted,
+        dir: &Path,
+        follows: &mut BTreeMap<String, Follow>,
+        next: &mut Vec<Wanted>,
+    ) {
+        let file = dir.join("nexis.toml");
+        let text = match self.loader.read(&file) {
+            Ok(t) => t,
+            Err(LoadError::NotFound { .. }) => return,
+            Err(e) => {
+                self.load_diags.push(
+                    Diagnostic::new("input", format!("input `{}` cannot be read", w.id))
+                        .primary(w.at, e.to_string()),
+                );
+                return;
+            }
+        };
+        let fid = self.sources.add(file, text);
+        let node = match value::parse(fid, self.sources.get(fid).text()) {
+            Ok(n) => n,
+            Err(d) => {
+                self.load_diags.push(d);
+                return;
+            }
+        };
+        let value::Kind::Table(top) = &node.kind else {
+            return;
+        };
+        let Some(entry) = top.entries.get("inputs") else {
+            return;
+        };
+        let sink = RefCell::new(Vec::new());
+        let declared: BTreeMap<Spanned<String>, InputSpec> =
+            match decode(&entry.node, "inputs", &sink) {
+                Ok(d) => d,
+                Err(d) => {
+                    self.load_diags.push(d);
+                    return;
+                }
+            };
+        self.load_diags.extend(sink.into_inner());
+        let mut chain = w.chain.clone();
+        chain.push((w.id.clone(), origin(&w.url, &w.base)));
+        for (name, input) in declared {
+            let at = input.url.span.unwrap_or(w.at);
+            let id = format!("{}/{name}", w.id);
+            self.declare(w.id.clone(), name.value.clone());
+            for (inner, target) in &input.follows {
+                follows.entry(format!("{id}/{inner}")).or_insert(Follow {
+                    target: format!("{}/{target}", w.id),
+                    key: inner.span.unwrap_or(at),
+                    value: target.span.unwrap_or(at),
+                });
+            }
+            if follows.contains_key(&id) {
+                // Replaced by another input: what it says is not used.
+                next.push(Wanted {
+                    id,
+                    url: input.url.value,
+                    at,
+                    base: dir.to_owned(),
+                    chain: Vec::new(),
+                });
+                continue;
+            }
+            let problem = if !crate::spec::valid_input_name(&name) || name.value == SELF_INPUT {
+                Some((
+                    format!("`{name}` cannot name an input"),
+                    "input names start with a letter and use letters, digits, `_` and `-`"
+                        .to_owned(),
+                ))
+            } else if !crate::validate::INPUT_SCHEMES
+                .iter()
+                .any(|s| input.url.starts_with(s))
+            {
+                Some((format!("input `{id}`: `{}` is not an input reference", input.url.value), "write `path:./dir`, `git+https://host/repo?ref=main`, `git+file:///path` or `https://host/x.tar.gz`".to_owned()))
+            } else if chain.iter().any(|(_, o)| *o == origin(&input.url, dir)) {
+                let ids: Vec<&str> = chain.iter().map(|(id, _)| id.as_str()).collect();
+                Some((
+                    format!("inputs include each other in a cycle: {} -> {id}", ids.join(" -> ")),
+                    "an input cannot include itself; remove it, or make it follow another input with `follows`".to_owned(),
+                ))
+            } else if crate::loader::path_input(&input.url, dir)
+                .is_some_and(|p| !p.starts_with(dir))
+            {
+                Some((
+                    format!(
+                        "input `{id}`: `{}` points outside input `{}`",
+                        input.url.value, w.id
+                    ),
+                    "an input's own `path:` inputs must be folders inside it".to_owned(),
+                ))
+            } else if chain.len() >= MAX_INPUT_DEPTH {
+                Some((
+                    format!("input `{id}` is nested more than {MAX_INPUT_DEPTH} inputs deep"),
+                    "make it follow an input of this configuration".to_owned(),
+                ))
+            } else {
+                None
+            };
+            if let Some((message, help)) = problem {
+                self.load_diags.push(
+                    Diagnostic::new("input", message)
+                        .primary(at, "declared here")
+                        .help(help),
+                );
+                self.inputs.insert(id, Input::broken());
+                continue;
+            }
+            next.push(Wanted {
+                id,
+                url: input.url.value,
+                at,
+                base: dir.to_owned(),
+                chain: chain.clone(),
+            });
+        }
+    }
+
+    /// Index the recipes of input `id`, found in `dir`.
+    fn index_recipes(&mut self, id: &str, dir: PathBuf, at: Span) {
+        let name = id;
+        let mut names: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        let mut broken = false;
+        // Recipes are in `packages/`, or at the top when there is no such folder.
+        let listing = match self.loader.read_dir(&dir) {
+            Ok(top)
+                if top
+                    .iter()
+                    .any(|e| e.is_dir && e.path.file_name().is_some_and(|n| n == "packages")) =>
+            {
+                self.loader.read_dir(&dir.join("packages"))
+            }
+            other => other,
+        };
+        match listing {
+            Ok(mut entries) => {
+                entries.sort();
+                for e in entries {
+                    let file_name = e
+                        .path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default()
+                        .to_owned();
+                    if e.is_dir {
+                        if let Ok(mut inner) = self.loader.read_dir(&e.path) {
+                            inner.sort();
+                            let files: Vec<PathBuf> = inner
+                                .into_iter()
+                                .filter(|f| {
+                                    !f.is_dir && f.path.extension().is_some_and(|x| x == "toml")
+                                })
+                                .map(|f| f.path)
+                                .collect();
+                            if !files.is_empty() {
+                                names.entry(file_name).or_default().extend(files);
+                            }
+                        }
+                    } else if let Some(stem) = file_name.strip_suffix(".toml") {
+                        names.entry(stem.to_owned()).or_default().push(e.path);
+                    }
+                }
+            }
+            Err(e) => {
+                broken = true;
+                self.load_diags.push(
+                    Diagnostic::new("input", format!("input `{name}` cannot be read"))
+                        .primary(at, e.to_string())
+                        .help("an input holds recipes as `packages/NAME.toml` or `packages/NAME/VERSION.toml` (or `NAME.toml` at its top)"),
+                );
+            }
+        }
+        self.inputs
+            .insert(name.to_owned(), Input { dir, names, broken });
     }
 
     fn inline_recipes(&mut self, spec: &SystemSpec, tree: &value::Table) {
@@ -591,26 +897,64 @@ impl Resolver<'_> {
         }
     }
 
+    /// The input that `name` means in a recipe of input `from` (the configuration when
+    /// `None`): `from`'s own input of that name first, then the configuration's (or, with
+    /// `/`, an input of an input, `core/base`); through `follows`.
+    fn input_id(&self, name: &str, from: Option<&str>) -> Option<String> {
+        let scoped = from
+            .filter(|f| *f != SELF_INPUT)
+            .map(|f| format!("{f}/{name}"));
+        scoped
+            .into_iter()
+            .chain([name.to_owned()])
+            .map(|id| self.aliases.get(&id).cloned().unwrap_or(id))
+            .find(|id| self.inputs.contains_key(id))
+    }
+
+    /// The inputs an unqualified name is searched in, nearest first: for a recipe of an
+    /// input, that input's own inputs; then the configuration's inputs and `self`.
+    fn scopes(&self, from: Option<&str>) -> Vec<Vec<String>> {
+        let own = |parent: &str| -> Vec<String> {
+            let mut ids: Vec<String> = self
+                .children
+                .get(parent)
+                .into_iter()
+                .flatten()
+                .map(|id| self.aliases.get(id).unwrap_or(id).clone())
+                .filter(|id| self.inputs.contains_key(id))
+                .collect();
+            ids.sort();
+            ids.dedup();
+            ids
+        };
+        let mut top = own("");
+        if self.inputs.contains_key(SELF_INPUT) {
+            top.push(SELF_INPUT.to_owned());
+        }
+        match from.filter(|f| *f != SELF_INPUT) {
+            Some(f) if self.children.contains_key(f) => vec![own(f), top],
+            _ => vec![top],
+        }
+    }
+
     /// Find which input's package a reference means. `from` is the input of the recipe
     /// that makes the reference, if any.
     fn lookup(&self, r: &PackageRef, at: Span, from: Option<&str>) -> Result<Key, Diagnostic> {
         if let Some(input) = &r.input {
-            let Some(inp) = self.inputs.get(input) else {
+            let Some(id) = self.input_id(input, from) else {
+                let known = self.scopes(from).concat();
                 return Err(Diagnostic::new(
                     "reference",
                     format!("`{r}` names input `{input}`, which is not declared"),
                 )
                 .primary(at, "unknown input")
                 .help(
-                    did_you_mean(input, self.inputs.keys().map(String::as_str)).unwrap_or_else(
-                        || {
-                            format!(
-                                "declare it under [inputs], e.g. `{input} = \"path:./{input}\"`"
-                            )
-                        },
-                    ),
+                    did_you_mean(input, known.iter().map(String::as_str)).unwrap_or_else(|| {
+                        format!("declare it under [inputs], e.g. `{input} = \"path:./{input}\"`")
+                    }),
                 ));
             };
+            let inp = &self.inputs[&id];
             if inp.broken {
                 return Err(Diagnostic::new(EXPLAINED, ""));
             }
@@ -622,7 +966,7 @@ impl Resolver<'_> {
                 .primary(at, "no such package")
                 .help_opt(did_you_mean(&r.name, inp.names.keys().map(String::as_str))));
             }
-            return Ok((input.clone(), r.name.clone()));
+            return Ok((id, r.name.clone()));
         }
         if let Some(from) = from
             && self
@@ -632,30 +976,37 @@ impl Resolver<'_> {
         {
             return Ok((from.to_owned(), r.name.clone()));
         }
-        let found: Vec<&String> = self
-            .inputs
-            .iter()
-            .filter(|(_, i)| i.names.contains_key(&r.name))
-            .map(|(n, _)| n)
-            .collect();
+        let scopes = self.scopes(from);
+        let mut found: Vec<&String> = Vec::new();
+        for scope in &scopes {
+            found = scope
+                .iter()
+                .filter(|id| self.inputs[*id].names.contains_key(&r.name))
+                .collect();
+            if !found.is_empty() {
+                break;
+            }
+        }
+        let searched: Vec<&String> = scopes.iter().flatten().collect();
         match found.as_slice() {
             [one] => Ok(((*one).clone(), r.name.clone())),
             // It may be in an input that could not be read; that error says enough.
-            [] if self.inputs.values().any(|i| i.broken) => Err(Diagnostic::new(EXPLAINED, "")),
+            [] if searched.iter().any(|id| self.inputs[*id].broken) => {
+                Err(Diagnostic::new(EXPLAINED, ""))
+            }
             [] => {
-                let searched: Vec<String> = self.inputs.keys().map(|k| format!("`{k}`")).collect();
-                let all = self
-                    .inputs
-                    .values()
-                    .flat_map(|i| i.names.keys().map(String::as_str));
+                let all = searched
+                    .iter()
+                    .flat_map(|id| self.inputs[*id].names.keys().map(String::as_str));
+                let listed: Vec<String> = searched.iter().map(|k| format!("`{k}`")).collect();
                 Err(
                     Diagnostic::new("reference", format!("no input has a package `{}`", r.name))
                         .primary(at, "unknown package")
                         .help(did_you_mean(&r.name, all).unwrap_or_else(|| {
-                            if searched.is_empty() {
+                            if listed.is_empty() {
                                 "declare an input under [inputs] that provides it".to_owned()
                             } else {
-                                format!("searched {}", searched.join(", "))
+                                format!("searched {}", listed.join(", "))
                             }
                         })),
                 )

@@ -18,9 +18,10 @@ use crate::version::{Version, VersionReq};
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SystemSpec {
-    /// Flake inputs: name → reference (`path:./pkgs`, `git+https://…?ref=main`, `https://…/x.tar.gz`).
+    /// Flake inputs: name → reference (`path:./pkgs`, `git+https://…?ref=main`, `https://…/x.tar.gz`),
+    /// or a table with the reference as `url` and `follows`.
     #[serde(default)]
-    pub inputs: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub inputs: BTreeMap<Spanned<String>, InputSpec>,
     /// Host identity and locale.
     #[serde(default)]
     pub system: System,
@@ -241,6 +242,130 @@ pub(crate) fn valid_input_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
 }
 
+/// Whether `s` names an input, or an input of an input: names joined by `/` (`core/base`).
+pub(crate) fn valid_input_path(s: &str) -> bool {
+    s.split('/').all(valid_input_name)
+}
+
+/// `[inputs.NAME]`: where an input comes from, and which of its own inputs are replaced
+/// by inputs of this configuration.
+///
+/// Written as the reference alone (`core = "git+https://…"`) or as a table
+/// (`core = { url = "git+https://…", follows = { base = "base" } }`).
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    /// The input reference.
+    pub url: Spanned<String>,
+    /// The input's own inputs (by name, or `a/b` for deeper ones) that are this
+    /// configuration's input of the given name (`base`, or `core/base`) instead.
+    pub follows: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+impl InputSpec {
+    /// An input given by its reference alone.
+    pub fn new(url: impl Into<String>) -> InputSpec {
+        InputSpec {
+            url: Spanned::unspanned(url.into()),
+            follows: BTreeMap::new(),
+        }
+    }
+}
+
+impl Serialize for InputSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if self.follows.is_empty() {
+            return self.url.serialize(s);
+        }
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("url", &self.url)?;
+        m.serialize_entry("follows", &self.follows)?;
+        m.end()
+    }
+}
+
+/// The table form of [`InputSpec`].
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct InputTable {
+    url: Spanned<String>,
+    #[serde(default)]
+    follows: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+/// Either form of [`InputSpec`], before the reference of the short form gets its span.
+enum RawInput {
+    Url(String),
+    Table(InputTable),
+}
+
+impl<'de> Deserialize<'de> for RawInput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawInput, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawInput;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an input reference, or a table with `url` and `follows`")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RawInput, E> {
+                Ok(RawInput::Url(s.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawInput, A::Error> {
+                InputTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawInput::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for InputSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<InputSpec, D::Error> {
+        let raw = Spanned::<RawInput>::deserialize(d)?;
+        Ok(match raw.value {
+            RawInput::Url(url) => InputSpec {
+                url: Spanned {
+                    span: raw.span,
+                    value: url,
+                },
+                follows: BTreeMap::new(),
+            },
+            RawInput::Table(t) => InputSpec {
+                url: t.url,
+                follows: t.follows,
+            },
+        })
+    }
+}
+
+impl JsonSchema for InputSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "InputSpec".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let reference = "An input reference: `path:./dir`, `git+https://host/repo?ref=main`, `git+file:///path`, `https://host/x.tar.gz`";
+        schemars::json_schema!({
+            "description": "An input: its reference, or a table with the reference as `url` and the inner inputs that follow this configuration's",
+            "anyOf": [
+                { "type": "string", "description": reference },
+                {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["url"],
+                    "properties": {
+                        "url": { "type": "string", "description": reference },
+                        "follows": {
+                            "type": "object",
+                            "description": "inner input (`base`, `base/libs`) → this configuration's input (`base`, `core/base`)",
+                            "additionalProperties": { "type": "string" }
+                        }
+                    }
+                }
+            ]
+        })
+    }
+}
+
 impl FromStr for PackageRef {
     type Err = String;
 
@@ -259,10 +384,10 @@ impl FromStr for PackageRef {
             None => (None, head),
         };
         if let Some(input) = input
-            && !valid_input_name(input)
+            && !valid_input_path(input)
         {
             return Err(format!(
-                "`{text}`: `{input}` is not an input name (a letter, then letters, digits, `_` or `-`)"
+                "`{text}`: `{input}` is not an input name (a letter, then letters, digits, `_` or `-`, with `/` between nested inputs: `core/base`)"
             ));
         }
         if !valid_package_name(name) {

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::de::Spanned;
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::source::Span;
-use crate::spec::{ScanEngine, Service, ServiceType, SystemSpec, valid_input_name};
+use crate::spec::{
+    ScanEngine, Service, ServiceType, SystemSpec, valid_input_name, valid_input_path,
+};
 use crate::value::Table;
 
 /// Groups every NexisOS system has, which users may join without declaring them.
@@ -184,7 +186,8 @@ fn public_key_form(key: &str) -> bool {
 }
 
 fn inputs(v: &mut V<'_>, spec: &SystemSpec) {
-    for (name, url) in &spec.inputs {
+    for (name, input) in &spec.inputs {
+        let url = &input.url;
         if !valid_input_name(name) || name.value == "self" {
             v.err(
                 "invalid-value",
@@ -202,6 +205,21 @@ fn inputs(v: &mut V<'_>, spec: &SystemSpec) {
                 "unknown scheme",
                 Some("write `path:./dir`, `git+https://host/repo?ref=main`, `git+file:///path` or `https://host/x.tar.gz`".into()),
             );
+        }
+        for (inner, target) in &input.follows {
+            for (path, what) in [(inner, "an input of the input"), (target, "an input")] {
+                if !valid_input_path(path) {
+                    v.err(
+                        "invalid-value",
+                        v.at(path),
+                        format!("input `{name}`: `{path}` does not name {what}"),
+                        "bad input name",
+                        Some(
+                            "name an input (`base`), or an input of an input (`core/base`)".into(),
+                        ),
+                    );
+                }
+            }
         }
     }
 }

@@ -111,11 +111,13 @@ fn relock(ctx: &Context, mode: LockMode) -> Result<ExitCode, Error> {
     };
     // Named inputs must be the configuration's: checked before the lock is written.
     let check = |evaluation: &nexis_config::Evaluation| {
+        // The configuration's inputs and, as `core/base`, those of its inputs.
         let known: BTreeSet<&str> = evaluation
             .spec
             .inputs
             .keys()
             .map(|k| k.value.as_str())
+            .chain(evaluation.packages.inputs.keys().map(String::as_str))
             .collect();
         match named.iter().find(|n| !known.contains(n.as_str())) {
             Some(name) => Err(Error::UnknownInput {
