@@ -185,6 +185,17 @@ pub(crate) fn fetch_bar(bars: &indicatif::MultiProgress, label: &str) -> indicat
 pub(crate) fn show(bar: &indicatif::ProgressBar, event: FetchEvent) {
     match event {
         FetchEvent::Git => bar.set_message("fetching from git"),
+        FetchEvent::GitObjects {
+            objects,
+            total,
+            bytes,
+        } => {
+            match total {
+                Some(total) => bar.set_message(format!("objects {objects}/{total}")),
+                None => bar.set_message(format!("objects {objects}")),
+            }
+            bar.set_position(bytes);
+        }
         FetchEvent::Download { received, total } => {
             bar.set_message("downloading");
             if let Some(total) = total {

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use nexis_store::{AddError, ContentKind, PathError, Store, StoreError, StorePath};
 
-use crate::git::{GitError, GitSource, fetch_git};
+use crate::git::{GitError, GitProgress, GitSource, fetch_git, fetch_git_with_progress};
 use crate::hash::{Hash, HashAlgo};
 use crate::http::{DownloadError, Downloader, Progress};
 use crate::lock::{LockedInput, LockedSource};
@@ -131,8 +131,17 @@ pub struct Fetched {
 /// What a fetch is doing, for a progress display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FetchEvent {
-    /// Fetching from git (no byte counts).
+    /// Fetching from git: connecting and negotiating.
     Git,
+    /// Receiving a git pack.
+    GitObjects {
+        /// Objects received.
+        objects: u64,
+        /// Objects the pack holds, once known.
+        total: Option<u64>,
+        /// Bytes received.
+        bytes: u64,
+    },
     /// Downloading: bytes received so far, and the total when the server said.
     Download {
         /// Bytes received.
@@ -265,17 +274,28 @@ impl<'s> Fetcher<'s> {
                 };
                 let url = git.url.to_string();
                 self.report(FetchEvent::Git);
-                let fetched = fetch_git(
-                    &GitSource {
-                        url: &url,
-                        reference: git_ref.as_deref(),
-                        rev: rev.as_deref(),
-                        shallow: git.shallow,
-                        submodules: git.submodules,
-                    },
-                    &self.git_cache,
-                    &tree,
-                )
+                let source = GitSource {
+                    url: &url,
+                    reference: git_ref.as_deref(),
+                    rev: rev.as_deref(),
+                    shallow: git.shallow,
+                    submodules: git.submodules,
+                };
+                let fetched = match &self.progress {
+                    None => fetch_git(&source, &self.git_cache, &tree),
+                    Some(report) => fetch_git_with_progress(
+                        &source,
+                        &|p: GitProgress| {
+                            report(FetchEvent::GitObjects {
+                                objects: p.objects,
+                                total: p.total_objects,
+                                bytes: p.bytes,
+                            });
+                        },
+                        &self.git_cache,
+                        &tree,
+                    ),
+                }
                 .map_err(|e| FetchError::Git {
                     input: original.to_owned(),
                     source: Box::new(e),

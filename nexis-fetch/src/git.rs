@@ -50,7 +50,7 @@ use std::io::{self, Write as _};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use gix::bstr::{BStr, BString, ByteSlice as _, ByteVec as _};
 use gix::protocol::transport::client::blocking_io::Transport;
@@ -80,6 +80,27 @@ pub struct GitSource<'a> {
     pub shallow: bool,
     /// Fetch and check out submodules too.
     pub submodules: bool,
+}
+
+/// How far a git fetch has come, for a progress bar.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GitProgress {
+    /// Objects received so far.
+    pub objects: u64,
+    /// Objects to receive, once the server has said.
+    pub total_objects: Option<u64>,
+    /// Bytes of pack received so far.
+    pub bytes: u64,
+}
+
+/// Where [`fetch_git_with_progress`] reports.
+pub type GitProgressFn<'a> = &'a (dyn Fn(GitProgress) + Sync);
+
+/// How to fetch: depth 1 where possible, and where progress goes.
+#[derive(Clone, Copy)]
+struct FetchOpts<'a> {
+    shallow: bool,
+    progress: Option<GitProgressFn<'a>>,
 }
 
 /// What [`fetch_git`] checked out.
@@ -228,11 +249,23 @@ pub fn fetch_git(
     cache: &Path,
     dest: &Path,
 ) -> Result<GitFetched, GitError> {
-    fetch_at_depth(source, cache, dest, 0)
+    fetch_at_depth(source, None, cache, dest, 0)
+}
+
+/// [`fetch_git`], reporting the objects and bytes received to `progress` (when they
+/// changed, every 25 ms) while a pack comes in.
+pub fn fetch_git_with_progress(
+    source: &GitSource<'_>,
+    progress: GitProgressFn<'_>,
+    cache: &Path,
+    dest: &Path,
+) -> Result<GitFetched, GitError> {
+    fetch_at_depth(source, Some(progress), cache, dest, 0)
 }
 
 fn fetch_at_depth(
     source: &GitSource<'_>,
+    progress: Option<GitProgressFn<'_>>,
     cache: &Path,
     dest: &Path,
     depth: usize,
@@ -259,7 +292,16 @@ fn fetch_at_depth(
     let (fetched, checkout) = {
         let cached = CacheRepo::open(cache, url)?;
         let repo = &cached.repo;
-        let (commit, reference) = resolve(repo, url, rev, candidates.as_deref(), source.shallow)?;
+        let (commit, reference) = resolve(
+            repo,
+            url,
+            rev,
+            candidates.as_deref(),
+            FetchOpts {
+                shallow: source.shallow,
+                progress,
+            },
+        )?;
         let commit_obj = repo
             .find_commit(commit)
             .map_err(|e| object_error(url, commit, e))?;
@@ -366,7 +408,7 @@ fn resolve(
     url: &str,
     rev: Option<ObjectId>,
     candidates: Option<&[String]>,
-    shallow: bool,
+    opts: FetchOpts<'_>,
 ) -> Result<(ObjectId, Option<String>), GitError> {
     // Offline first: a pinned commit already in the cache needs no network.
     if let Some(rev) = rev
@@ -395,7 +437,7 @@ fn resolve(
 
     match (rev, candidates) {
         (_, Some(candidates)) => {
-            let (tip, name) = fetch_ref(repo, url, candidates, rev, shallow)?;
+            let (tip, name) = fetch_ref(repo, url, candidates, rev, opts)?;
             if let Some(rev) = rev
                 && !is_ancestor(repo, rev, tip).map_err(|e| object_error(url, tip, e))?
             {
@@ -408,11 +450,11 @@ fn resolve(
             Ok((rev.unwrap_or(tip), Some(name)))
         }
         (None, None) => {
-            let (tip, name) = fetch_ref(repo, url, &["HEAD".to_owned()], None, shallow)?;
+            let (tip, name) = fetch_ref(repo, url, &["HEAD".to_owned()], None, opts)?;
             Ok((tip, Some(name)))
         }
         (Some(rev), None) => {
-            fetch_rev(repo, url, rev, shallow)?;
+            fetch_rev(repo, url, rev, opts)?;
             Ok((rev, None))
         }
     }
@@ -425,13 +467,13 @@ fn fetch_ref(
     url: &str,
     candidates: &[String],
     rev: Option<ObjectId>,
-    shallow: bool,
+    opts: FetchOpts<'_>,
 ) -> Result<(ObjectId, String), GitError> {
     let specs: Vec<String> = candidates
         .iter()
         .map(|name| format!("+{name}:{}", local_ref_name(name)))
         .collect();
-    let picked = fetch_specs(repo, url, &specs, shallow, |ref_map| {
+    let picked = fetch_specs(repo, url, &specs, opts, |ref_map| {
         pick_ref(ref_map, url, candidates, rev)
     })?;
     let Some(Tip { id: tip, name }) = picked else {
@@ -497,7 +539,12 @@ fn pick_ref(
 }
 
 /// Fetch the commit `rev` by id; if the server will not serve it, fetch all branches and tags.
-fn fetch_rev(repo: &Repository, url: &str, rev: ObjectId, shallow: bool) -> Result<(), GitError> {
+fn fetch_rev(
+    repo: &Repository,
+    url: &str,
+    rev: ObjectId,
+    opts: FetchOpts<'_>,
+) -> Result<(), GitError> {
     let spec = format!("+{rev}:refs/nexis/revs/{rev}");
     let wanted = |_: &RefMap| {
         Ok(Some(Wanted {
@@ -506,7 +553,7 @@ fn fetch_rev(repo: &Repository, url: &str, rev: ObjectId, shallow: bool) -> Resu
             tip: Some(rev),
         }))
     };
-    match fetch_specs(repo, url, &[spec], shallow, wanted) {
+    match fetch_specs(repo, url, &[spec], opts, wanted) {
         Ok(_) | Err(GitError::Fetch { .. }) if is_commit(repo, rev) => return Ok(()),
         Ok(_) | Err(GitError::Fetch { .. }) => {}
         Err(other) => return Err(other),
@@ -522,7 +569,16 @@ fn fetch_rev(repo: &Repository, url: &str, rev: ObjectId, shallow: bool) -> Resu
             tip: None,
         }))
     };
-    fetch_specs(repo, url, &specs, false, everything)?;
+    fetch_specs(
+        repo,
+        url,
+        &specs,
+        FetchOpts {
+            shallow: false,
+            ..opts
+        },
+        everything,
+    )?;
     if is_commit(repo, rev) {
         Ok(())
     } else {
@@ -549,14 +605,14 @@ fn fetch_specs<T>(
     repo: &Repository,
     url: &str,
     specs: &[String],
-    shallow: bool,
+    opts: FetchOpts<'_>,
     mut pick: impl FnMut(&RefMap) -> Result<Option<Wanted<T>>, GitError>,
 ) -> Result<Option<T>, GitError> {
     let connect_error = |source| GitError::Connect {
         url: url.to_owned(),
         source,
     };
-    let mut allow_shallow = shallow;
+    let mut allow_shallow = opts.shallow;
     loop {
         let remote = remote_with(repo, url, specs)?;
         let prepare = connect(&remote, url)?
@@ -577,10 +633,24 @@ fn fetch_specs<T>(
                 },
             )?;
         let interrupt = AtomicBool::new(false);
-        match prepare
-            .with_shallow(mode)
-            .receive(gix::progress::Discard, &interrupt)
-        {
+        let received = match opts.progress {
+            None => prepare
+                .with_shallow(mode)
+                .receive(gix::progress::Discard, &interrupt),
+            Some(report) => {
+                let root = gix::progress::tree::Root::new();
+                let done = AtomicBool::new(false);
+                std::thread::scope(|scope| {
+                    scope.spawn(|| watch_progress(&root, &done, report));
+                    let received = prepare
+                        .with_shallow(mode)
+                        .receive(root.add_child("fetch"), &interrupt);
+                    done.store(true, Ordering::Relaxed);
+                    received
+                })
+            }
+        };
+        match received {
             Ok(_) => return Ok(Some(wanted.value)),
             // Servers may refuse shallow requests (dumb or old servers, some proxies).
             Err(_) if depth_one => allow_shallow = false,
@@ -590,6 +660,37 @@ fn fetch_specs<T>(
                     source,
                 });
             }
+        }
+    }
+}
+
+/// Report the counters of gix's progress tree `root` to `report` until `done`.
+fn watch_progress(root: &gix::progress::tree::Root, done: &AtomicBool, report: GitProgressFn<'_>) {
+    let mut tasks = Vec::new();
+    let mut last = GitProgress::default();
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        root.sorted_snapshot(&mut tasks);
+        // A finished task leaves the tree: its last counts stay.
+        let mut now = last;
+        for (_, task) in &tasks {
+            let Some(value) = &task.progress else {
+                continue;
+            };
+            let step = value.step.load(Ordering::Relaxed) as u64;
+            // The names gix 0.90 gives its pack-receiving tasks.
+            match task.name.as_str() {
+                "read pack" => now.bytes = step,
+                "indexing" => {
+                    now.objects = step;
+                    now.total_objects = value.done_at.map(|n| n as u64);
+                }
+                _ => {}
+            }
+        }
+        if now != last {
+            report(now);
+            last = now;
         }
     }
 }
@@ -992,7 +1093,7 @@ fn fetch_submodules(
             source: Box::new(source),
         };
         fs::remove_dir(dir).map_err(|e| wrap(checkout_error(url, dir, e)))?;
-        fetch_at_depth(&source, cache, dir, depth + 1).map_err(wrap)?;
+        fetch_at_depth(&source, None, cache, dir, depth + 1).map_err(wrap)?;
     }
     Ok(())
 }

@@ -53,7 +53,9 @@ mod substitute;
 mod unpack;
 
 pub use fetch::{FetchError, FetchEvent, Fetched, Fetcher, SOURCE_NAME};
-pub use git::{GitError, GitFetched, GitSource, fetch_git};
+pub use git::{
+    GitError, GitFetched, GitProgress, GitProgressFn, GitSource, fetch_git, fetch_git_with_progress,
+};
 pub use hash::{Hash, HashAlgo, HashError};
 pub use http::{
     Body, DownloadError, DownloadOptions, Downloaded, Downloader, Progress, USER_AGENT,

@@ -12,7 +12,9 @@ use std::path::Path;
 
 use common::files::names;
 use common::git::{Fixtures, GitDaemon, HttpBackend, Protocol};
-use nexis_fetch::{GitError, GitFetched, GitSource, fetch_git};
+use nexis_fetch::{
+    GitError, GitFetched, GitProgress, GitSource, fetch_git, fetch_git_with_progress,
+};
 
 /// Commit times of the fixture (seconds).
 const T0: i64 = 1_700_000_000;
@@ -537,4 +539,38 @@ fn unsafe_trees_are_refused_without_leaving_anything() {
         names(&fx.path("out")).is_empty(),
         "no destination, no staging directory"
     );
+}
+
+#[test]
+fn progress_counts_objects_and_bytes() {
+    let fx = Fixtures::new();
+    fx.init("big");
+    // 3,000 incompressible blobs: a pack of about 12 MB, which takes a while to index.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in 0..3000 {
+        let text: String = (0..4096)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                char::from(b'a' + (seed % 26) as u8)
+            })
+            .collect();
+        fx.write("big", &format!("f{}/{i}", i % 30), &text);
+    }
+    fx.commit("big", "big", T0);
+    let url = fx.url("big");
+    let seen = std::sync::Mutex::new(Vec::new());
+    let report = |p: GitProgress| seen.lock().unwrap().push(p);
+    fetch_git_with_progress(&source(&url), &report, &fx.path("cache"), &fx.path("out")).unwrap();
+    let seen = seen.into_inner().unwrap();
+    let last = seen.last().expect("progress was reported");
+    // 3,000 blobs, 31 trees, 1 commit.
+    assert_eq!(last.total_objects, Some(3032), "{seen:?}");
+    assert!(last.objects <= 3032 && last.bytes > 0, "{seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0].bytes <= w[1].bytes),
+        "bytes only grow: {seen:?}"
+    );
+    assert_eq!(fs::read_dir(fx.path("out/f7")).unwrap().count(), 100);
 }
