@@ -5,4 +5,37 @@
 //! runs each in a Linux-namespace sandbox, and registers the outputs in the store. Also
 //! hosts the `system` pipeline the frontends call: config → fetch → build.
 //!
-//! This crate is filled by the build issue; nothing is implemented yet.
+//! Implemented so far: the sandbox ([`run`] a [`SandboxSpec`], get an [`Outcome`]),
+//! described in `docs/sandbox.md`.
+//!
+//! ```no_run
+//! use nexis_build::{SandboxSpec, host_tool_paths, run};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let log = std::fs::File::create("/tmp/build.log")?;
+//! let mut spec = SandboxSpec::new("/bin/sh", "/tmp/build-dir", log);
+//! spec.args = vec!["-c".into(), "echo hello".into()];
+//! spec.env = vec![("PATH".into(), "/usr/bin:/bin".into())];
+//! spec.extra_paths = host_tool_paths();
+//! let outcome = run(&spec)?;
+//! assert!(outcome.success());
+//! # Ok(())
+//! # }
+//! ```
+
+// The sandbox makes raw system calls (clone, mount, pivot_root, seccomp) between clone
+// and execve; each `unsafe` block there says why it is sound. No other module may.
+#[allow(unsafe_code)]
+mod sandbox;
+
+mod builder;
+mod derivation;
+
+pub use builder::{
+    BuildError, BuildSettings, Built, DEFAULT_SOURCE_DATE_EPOCH, build, log_file, read_log,
+};
+pub use derivation::{DERIVATION_FORMAT, Derivation, OUT};
+
+pub use sandbox::{
+    BUILD_DIR, BUILD_GID, BUILD_UID, Outcome, SandboxError, SandboxSpec, Step, host_tool_paths, run,
+};

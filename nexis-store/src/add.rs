@@ -317,11 +317,74 @@ impl Store {
 
     fn add_owned(&self, src: &Path, name: &str) -> Result<Added, AddError> {
         check_name(name)?;
-        let tree = scan(src)?;
-        // The tree is private to this process: it is made canonical first, which reads
-        // each file once and gives the tree hash, then the path is locked. (The GC lock
-        // covers the links made into `.links/` meanwhile.)
+        // The tree is private to this process: it is made canonical first, then the path
+        // is locked. (The GC lock covers the links made into `.links/` meanwhile.)
         let _gc = self.lock_gc(false)?;
+        let (tree_hash, stats, deduplicated) = self.settle_owned(src)?;
+        let path = StorePath::new(&ContentKind::Source { references: &[] }, &tree_hash, name)?;
+        let mut added = Added {
+            path,
+            tree_hash,
+            archive_size: stats.archive_size,
+            files: stats.files,
+            bytes: stats.bytes,
+            deduplicated,
+            already_valid: true,
+        };
+        let info = added.path_info(BTreeSet::new(), now());
+        added.already_valid = self.install_owned(src, &info)?;
+        if added.already_valid {
+            added.deduplicated = 0;
+        }
+        Ok(added)
+    }
+
+    /// Register the tree at `src` as the build output `path`, the path its derivation
+    /// names (input-addressed): `src` is the caller's own tree in this store's `.tmp/`
+    /// (the build wrote it), given up to the store as by [`Store::add_owned_tree`]. It is
+    /// made canonical in place; its references are those of `candidates` (and `path`
+    /// itself) that its files name, plus `always`. Returns what was added and the
+    /// references; when `path` was valid already, it is left as it was.
+    pub fn add_output(
+        &self,
+        src: &Path,
+        path: &StorePath,
+        candidates: &BTreeSet<StorePath>,
+        always: &BTreeSet<StorePath>,
+    ) -> Result<(Added, BTreeSet<StorePath>), AddError> {
+        if !src.starts_with(self.store_dir().join(".tmp")) {
+            return Err(AddError::NotOwned(src.to_owned()));
+        }
+        let result = (|| {
+            let _gc = self.lock_gc(false)?;
+            let (tree_hash, stats, deduplicated) = self.settle_owned(src)?;
+            let scanner = RefScanner::new(candidates.iter().chain([path]));
+            let mut references = scanner.scan_tree(src)?;
+            references.extend(always.iter().cloned());
+            let mut added = Added {
+                path: path.clone(),
+                tree_hash,
+                archive_size: stats.archive_size,
+                files: stats.files,
+                bytes: stats.bytes,
+                deduplicated,
+                already_valid: true,
+            };
+            let mut info = added.path_info(references.clone(), now());
+            info.content_address = None;
+            added.already_valid = self.install_owned(src, &info)?;
+            Ok((added, references))
+        })();
+        if fs::symlink_metadata(src).is_ok() {
+            let _ = remove_tree(src);
+        }
+        result
+    }
+
+    /// Make the owned tree at `src` canonical in place: modes, mtimes, deduplication
+    /// (each file read once, which gives the tree hash). The caller holds the GC lock.
+    fn settle_owned(&self, src: &Path) -> Result<([u8; 32], Stats, u64), AddError> {
+        let tree = scan(src)?;
         let scratch = self.temp_dir()?;
         let settled = (|| {
             let links = self.store_dir().join(".links");
@@ -338,28 +401,21 @@ impl Store {
             Ok::<_, AddError>((hash, stats, deduplicated.load(Ordering::Relaxed)))
         })();
         let _ = remove_tree(&scratch);
-        let (tree_hash, stats, deduplicated) = settled?;
-        let path = StorePath::new(&ContentKind::Source { references: &[] }, &tree_hash, name)?;
-        let _lock = self.lock_path(&path)?;
-        let mut added = Added {
-            path: path.clone(),
-            tree_hash,
-            archive_size: stats.archive_size,
-            files: stats.files,
-            bytes: stats.bytes,
-            deduplicated: 0,
-            already_valid: true,
-        };
-        if self.with_db(|db| db.is_valid(&path))? {
-            self.add_temp_root(&path)?;
-            return Ok(added);
+        settled
+    }
+
+    /// Under the path's lock, rename the canonical tree `src` to `info.path` and register
+    /// it, unless the path is valid already; `true` when it was. The caller holds the GC
+    /// lock.
+    fn install_owned(&self, src: &Path, info: &PathInfo) -> Result<bool, AddError> {
+        let _lock = self.lock_path(&info.path)?;
+        let valid = self.with_db(|db| db.is_valid(&info.path))?;
+        if !valid {
+            self.install(&[(src.to_owned(), info.path.clone())])?;
+            self.with_db(|db| db.register(std::slice::from_ref(info)))?;
         }
-        added.deduplicated = deduplicated;
-        added.already_valid = false;
-        self.install(&[(src.to_owned(), path.clone())])?;
-        self.with_db(|db| db.register(&[added.path_info(BTreeSet::new(), now())]))?;
-        self.add_temp_root(&path)?;
-        Ok(added)
+        self.add_temp_root(&info.path)?;
+        Ok(valid)
     }
 
     /// Add each of `sources` (files, directories or symlinks) as its own content-addressed
@@ -488,8 +544,10 @@ impl Store {
         Ok(())
     }
 
-    /// A fresh private directory under `.tmp/`.
-    pub(crate) fn temp_dir(&self) -> Result<PathBuf, StoreError> {
+    /// A fresh private directory under `.tmp/` (on the store's filesystem), for a tree the
+    /// caller makes and then gives to the store ([`Store::add_owned_tree`],
+    /// [`Store::add_output`]). The caller removes what it does not give.
+    pub fn temp_dir(&self) -> Result<PathBuf, StoreError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let base = self.store_dir().join(".tmp");
         loop {

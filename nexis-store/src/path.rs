@@ -169,6 +169,20 @@ impl FromStr for StorePath {
     }
 }
 
+/// A store path serialises as its full text, `/nexis/store/<hash>-<name>`.
+impl serde::Serialize for StorePath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StorePath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StorePath, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        StorePath::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The fingerprint string hashed into a store path (see the module docs).
 pub fn fingerprint(kind: &ContentKind<'_>, digest: &[u8; 32], name: &str) -> String {
     let mut kind_text = String::new();

@@ -150,6 +150,24 @@ impl Store {
         Ok(f)
     }
 
+    /// Take the build lock of the output `path` (blocking): held by whoever builds or
+    /// substitutes it, so that two processes never make the same output at once. It is
+    /// not the path lock that adding takes, so the holder can add the path.
+    pub fn lock_build(&self, path: &StorePath) -> Result<File, StoreError> {
+        let file = self
+            .state_dir
+            .join("locks")
+            .join(format!("{}.build", path.hash_part()));
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&file)
+            .map_err(io_err(&file))?;
+        f.lock().map_err(io_err(&file))?;
+        Ok(f)
+    }
+
     /// Take the GC lock: shared for adding, exclusive for collecting.
     pub(crate) fn lock_gc(&self, exclusive: bool) -> Result<File, StoreError> {
         let file = self.state_dir.join("locks/gc");
