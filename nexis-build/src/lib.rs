@@ -30,11 +30,17 @@ mod sandbox;
 
 mod builder;
 mod derivation;
+mod recipe;
+mod schedule;
 
 pub use builder::{
     BuildError, BuildSettings, Built, DEFAULT_SOURCE_DATE_EPOCH, build, log_file, read_log,
 };
 pub use derivation::{DERIVATION_FORMAT, Derivation, OUT};
+pub use recipe::{Plan, PlanError, PlanSettings, plan, system};
+pub use schedule::{
+    BuildEvent, BuildReport, DrvGraph, NodeIndex, ScheduleError, ScheduleOptions, build_graph,
+};
 
 pub use sandbox::{
     BUILD_DIR, BUILD_GID, BUILD_UID, Outcome, SandboxError, SandboxSpec, Step, host_tool_paths, run,

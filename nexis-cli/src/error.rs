@@ -72,6 +72,27 @@ pub(crate) enum Error {
     /// `nexis config get` was given a key the configuration does not have.
     #[error("no key `{key}` in the configuration")]
     UnknownKey { key: String },
+    /// Packages' derivations could not be made.
+    #[error("cannot plan the build")]
+    Plan {
+        #[source]
+        source: nexis_build::PlanError,
+    },
+    /// The build graph could not be scheduled.
+    #[error("cannot schedule the builds")]
+    Schedule {
+        #[source]
+        source: nexis_build::ScheduleError,
+    },
+    /// `nexis build PKG` names no package of the configuration.
+    #[error("no package `{name}` in the configuration")]
+    UnknownPackage { name: String },
+    /// Some builds failed; each was reported.
+    #[error("{failed} of {wanted} builds failed")]
+    BuildsFailed { failed: usize, wanted: usize },
+    /// `nexis log PATH`: no log is kept for the path.
+    #[error("no build log for {path}")]
+    NoLog { path: String },
     /// The store failed.
     #[error("store operation failed")]
     Store {

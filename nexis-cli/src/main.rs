@@ -77,6 +77,8 @@ enum Command {
     Fetch(cmd::fetch::FetchArgs),
     Lock(cmd::fetch::LockArgs),
     Update(cmd::fetch::UpdateArgs),
+    Build(cmd::build::Args),
+    Log(cmd::build::LogArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +98,8 @@ fn main() -> ExitCode {
         Command::Fetch(args) => cmd::fetch::fetch(&ctx, args),
         Command::Lock(args) => cmd::fetch::lock(&ctx, args),
         Command::Update(args) => cmd::fetch::update(&ctx, args),
+        Command::Build(args) => cmd::build::run(&ctx, args),
+        Command::Log(args) => cmd::build::log(&ctx, args),
     };
     match result {
         Ok(code) => code,

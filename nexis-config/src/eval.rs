@@ -416,6 +416,7 @@ fn decode_spec(
             "security" => spec.security = one(node, key, sink, diags).unwrap_or_default(),
             "network" => spec.network = one(node, key, sink, diags).unwrap_or_default(),
             "store" => spec.store = one(node, key, sink, diags).unwrap_or_default(),
+            "build" => spec.build = one(node, key, sink, diags).unwrap_or_default(),
             "users" => spec.users = entries(node, key, sink, diags),
             "groups" => spec.groups = entries(node, key, sink, diags),
             "files" => spec.files = entries(node, key, sink, diags),
@@ -424,7 +425,8 @@ fn decode_spec(
             other => {
                 let known = [
                     "inputs", "system", "boot", "packages", "users", "groups", "files", "services",
-                    "security", "network", "store", "recipes", "imports", "defaults", "force",
+                    "security", "network", "store", "build", "recipes", "imports", "defaults",
+                    "force",
                 ];
                 diags.push(
                     Diagnostic::new(

@@ -52,6 +52,9 @@ pub struct SystemSpec {
     /// The store: binary caches and the keys trusted to sign what they serve.
     #[serde(default)]
     pub store: StoreSettings,
+    /// How packages are built: parallelism and what builds may see of the host.
+    #[serde(default)]
+    pub build: BuildConfig,
     /// Package recipes defined inline (the `self` input).
     #[serde(default)]
     pub recipes: BTreeMap<Spanned<String>, Recipe>,
@@ -82,6 +85,21 @@ impl Default for StoreSettings {
             require_signatures: true,
         }
     }
+}
+
+/// `[build]`: how packages are built.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BuildConfig {
+    /// Host paths every build sees read-only, at the same place (e.g. `/usr`, `/bin`,
+    /// `/lib`, `/lib64` to use the host's compiler as a bootstrap toolchain). Recorded in
+    /// each derivation: changing them changes every output path.
+    #[serde(default)]
+    pub extra_sandbox_paths: BTreeSet<Spanned<String>>,
+    /// Builds run at once (default: the number of cores).
+    pub max_jobs: Option<Spanned<u32>>,
+    /// Cores one build may use, `NEXIS_BUILD_CORES` (default: the number of cores).
+    pub cores: Option<Spanned<u32>>,
 }
 
 /// `[system]`: host identity and locale.

@@ -122,6 +122,52 @@ pub(crate) fn validate(
     security(&mut v, spec);
     network(&mut v, spec);
     store(&mut v, spec);
+    build(&mut v, spec);
+}
+
+fn build(v: &mut V<'_>, spec: &SystemSpec) {
+    for p in &spec.build.extra_sandbox_paths {
+        let path = p.value.as_str();
+        let clean = path.starts_with('/')
+            && path != "/"
+            && !path.ends_with('/')
+            && path
+                .split('/')
+                .skip(1)
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+        let reserved = ["/nexis", "/build", "/proc", "/dev", "/tmp", "/etc"]
+            .iter()
+            .any(|r| path == *r || path.starts_with(&format!("{r}/")));
+        if !clean || reserved {
+            v.err(
+                "invalid-value",
+                v.at(p),
+                format!("`{path}` cannot be an extra sandbox path"),
+                if clean {
+                    "the sandbox makes this itself"
+                } else {
+                    "not a clean absolute path"
+                },
+                Some("give host folders such as `/usr`, `/bin`, `/lib`, `/lib64`".into()),
+            );
+        }
+    }
+    for (what, n) in [
+        ("max-jobs", &spec.build.max_jobs),
+        ("cores", &spec.build.cores),
+    ] {
+        if let Some(n) = n
+            && n.value == 0
+        {
+            v.err(
+                "invalid-value",
+                v.at(n),
+                format!("`build.{what}` must be at least 1"),
+                "zero",
+                None,
+            );
+        }
+    }
 }
 
 fn store(v: &mut V<'_>, spec: &SystemSpec) {

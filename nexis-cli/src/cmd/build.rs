@@ -1,0 +1,272 @@
+//! `nexis build`: build the system's packages, and `nexis log`: show a build's log.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use nexis_build::{BuildEvent, BuildSettings, PlanSettings, ScheduleOptions, build_graph, plan};
+use nexis_fetch::Fetcher;
+use nexis_store::{Store, StorePath, error_chain};
+
+use crate::context::Context;
+use crate::error::Error;
+
+/// Build the system's packages (or the named ones) in the sandbox
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Packages to build, by id (`local#hello`) or name; all of the system's when none
+    packages: Vec<String>,
+    /// Builds run at once (default: `[build] max-jobs`, else the number of cores)
+    #[arg(long, short = 'j')]
+    max_jobs: Option<usize>,
+    /// Cores one build may use (default: `[build] cores`, else the number of cores)
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Go on with what does not depend on a failed build
+    #[arg(long, short = 'k')]
+    keep_going: bool,
+    /// Show what would be built, build nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not make `result` links
+    #[arg(long)]
+    no_link: bool,
+    /// Where the `result` links go (default: the current directory)
+    #[arg(long, value_name = "DIR")]
+    out_link_dir: Option<PathBuf>,
+}
+
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
+    let path = ctx.config_path()?;
+    let evaluation = super::evaluate_config(ctx, &path)?;
+    let store = Store::open(ctx.root()).map_err(|source| Error::Store { source })?;
+    let fetcher = Fetcher::new(&store);
+    let config = &evaluation.spec.build;
+    let settings = PlanSettings {
+        extra_sandbox_paths: config
+            .extra_sandbox_paths
+            .iter()
+            .map(|p| p.value.clone())
+            .collect(),
+    };
+    let planned = plan(&store, &evaluation.packages, &settings, Some(&fetcher))
+        .map_err(|source| Error::Plan { source })?;
+
+    // What to build: the named packages, else everything the system asks for.
+    let mut wanted = Vec::new();
+    if args.packages.is_empty() {
+        wanted.extend(
+            evaluation
+                .packages
+                .roots
+                .keys()
+                .filter_map(|id| planned.nodes.get(id).copied()),
+        );
+    } else {
+        for name in &args.packages {
+            let by_name: Vec<&String> = planned
+                .nodes
+                .keys()
+                .filter(|id| *id == name || id.rsplit_once('#').is_some_and(|(_, n)| n == name))
+                .collect();
+            match by_name.as_slice() {
+                [id] => wanted.push(planned.nodes[*id]),
+                _ => return Err(Error::UnknownPackage { name: name.clone() }),
+            }
+        }
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let pick = |arg: Option<usize>, conf: Option<&nexis_config::Spanned<u32>>| {
+        arg.or(conf.map(|c| c.value as usize))
+            .unwrap_or(cores)
+            .max(1)
+    };
+    let options = ScheduleOptions {
+        max_jobs: pick(args.max_jobs, config.max_jobs.as_ref()),
+        keep_going: args.keep_going,
+        settings: BuildSettings {
+            cores: pick(args.cores, config.cores.as_ref()),
+            timeout: None,
+        },
+    };
+
+    if args.dry_run {
+        return dry_run(ctx, &store, &planned, &wanted);
+    }
+    let out = &ctx.out;
+    let report = build_graph(
+        &store,
+        &planned.graph,
+        &wanted,
+        &options,
+        &|event| match event {
+            BuildEvent::Started { drv, .. } => {
+                out.status("building", &format!("{}-{}", drv.name, drv.version));
+            }
+            BuildEvent::Failed { error, .. } => out.warn(&error_chain(error)),
+            BuildEvent::Skipped { node, because } => out.warn(&format!(
+                "not building {}: {} failed",
+                planned.graph[node].name, planned.graph[because].name
+            )),
+            BuildEvent::Finished { .. } => {}
+        },
+    )
+    .map_err(|source| Error::Schedule { source })?;
+    // The outputs asked for, in order, and their `result` links.
+    let mut lines = Vec::new();
+    let link_dir = match &args.out_link_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir().map_err(|source| Error::CurrentDir { source })?,
+    };
+    let mut links = 0;
+    for &n in &wanted {
+        let Some(built) = report.built.get(&n) else {
+            continue;
+        };
+        lines.push(built.path.to_string());
+        if !args.no_link {
+            let name = if wanted.len() == 1 {
+                "result".to_owned()
+            } else {
+                format!("result-{}", planned.graph[n].name)
+            };
+            link(&store, &link_dir.join(name), &built.path)?;
+            links += 1;
+        }
+    }
+    if ctx.json {
+        let value = serde_json::json!({
+            "outputs": lines,
+            "failed": report.failed.iter().map(|(n, e)| serde_json::json!({
+                "name": planned.graph[*n].name,
+                "error": error_chain(e),
+            })).collect::<Vec<_>>(),
+        });
+        ctx.out.json(&value)?;
+    } else if !lines.is_empty() {
+        ctx.out.data(&lines.join("\n"))?;
+    }
+    ctx.out.debug(1, &format!("{links} result links"));
+    if report.success() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Error::BuildsFailed {
+            failed: report.failed.len(),
+            wanted: wanted.len(),
+        })
+    }
+}
+
+/// Print what a build would do: outputs that are valid, and those that would be built.
+fn dry_run(
+    ctx: &Context,
+    store: &Store,
+    planned: &nexis_build::Plan,
+    wanted: &[petgraph::graph::NodeIndex],
+) -> Result<ExitCode, Error> {
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<_> = wanted.to_vec();
+    let mut to_build = Vec::new();
+    let mut valid = Vec::new();
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n) {
+            continue;
+        }
+        stack.extend(planned.graph.neighbors(n));
+        let drv = &planned.graph[n];
+        let Ok(out) = drv.output_path() else { continue };
+        let is_valid = store
+            .with_db(|db| db.is_valid(&out))
+            .map_err(|e| Error::Store { source: e.into() })?;
+        if is_valid {
+            valid.push(out.to_string());
+        } else {
+            to_build.push(out.to_string());
+        }
+    }
+    to_build.sort();
+    valid.sort();
+    if ctx.json {
+        ctx.out
+            .json(&serde_json::json!({ "build": to_build, "valid": valid }))?;
+    } else {
+        let mut text = format!("these {} paths would be built:", to_build.len());
+        for p in &to_build {
+            text.push_str("\n  ");
+            text.push_str(p);
+        }
+        let _ = write!(text, "\n{} paths are valid already", valid.len());
+        ctx.out.data(&text)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Point `link` at `path` (replacing an older link atomically) and make it a GC root.
+fn link(store: &Store, link: &std::path::Path, path: &StorePath) -> Result<(), Error> {
+    let target = store.physical(path);
+    let tmp = link.with_file_name(format!(
+        ".{}.tmp-{}",
+        link.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&target, &tmp).map_err(|source| Error::Write {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, link).map_err(|source| Error::Write {
+        path: link.to_owned(),
+        source,
+    })?;
+    let absolute = std::path::absolute(link).map_err(|source| Error::Write {
+        path: link.to_owned(),
+        source,
+    })?;
+    let name = format!(
+        "{}-{}",
+        path.hash_part(),
+        blake3::hash(absolute.as_os_str().as_encoded_bytes()).to_hex()
+    );
+    store
+        .add_indirect_root(&name, &absolute)
+        .map_err(|source| Error::Store { source })
+}
+
+/// Show the build log of a path
+#[derive(Debug, clap::Args)]
+pub(crate) struct LogArgs {
+    /// The output path (`/nexis/store/…`, or a `result` link)
+    path: String,
+}
+
+pub(crate) fn log(ctx: &Context, args: &LogArgs) -> Result<ExitCode, Error> {
+    let store = Store::open(ctx.root()).map_err(|source| Error::Store { source })?;
+    let text = match std::fs::read_link(&args.path) {
+        Ok(target) => target.to_string_lossy().into_owned(),
+        Err(_) => args.path.clone(),
+    };
+    // A link points at the physical path under --root: keep the logical part.
+    let logical = text
+        .find(nexis_store::STORE_DIR)
+        .map_or(text.as_str(), |i| &text[i..]);
+    let base: String = logical.split('/').take(4).collect::<Vec<_>>().join("/");
+    let path: StorePath = base.parse().map_err(|_| Error::NoLog {
+        path: args.path.clone(),
+    })?;
+    match nexis_build::read_log(&store, &path) {
+        Ok(Some(bytes)) => {
+            ctx.out.raw(&String::from_utf8_lossy(&bytes));
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(None) => Err(Error::NoLog {
+            path: path.to_string(),
+        }),
+        Err(source) => Err(Error::Read {
+            path: nexis_build::log_file(&store, &path),
+            source,
+        }),
+    }
+}
