@@ -89,6 +89,12 @@ pub enum BuildError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// `--check` of an output that was never built.
+    #[error("{path} is not built yet: there is nothing to check it against")]
+    NotBuilt {
+        /// The output path.
+        path: StorePath,
+    },
     /// The output path cannot be formed (the name is not a valid store path name).
     #[error("derivation {name}-{version}: {source}")]
     Path {
@@ -200,6 +206,31 @@ fn build_in(
     scratch: &Path,
     settings: &BuildSettings,
 ) -> Result<Built, BuildError> {
+    let log_path = log_file(store, path);
+    let (out_dir, closure, _) = run_in(store, drv, path, scratch, settings, &log_path)?;
+    let (added, references) = store
+        .add_output(&out_dir, path, &closure, &drv.runtime_deps)
+        .map_err(|e: AddError| BuildError::Store {
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
+    Ok(Built {
+        path: added.path,
+        already_valid: added.already_valid,
+        references,
+    })
+}
+
+/// Run the build of `drv` in `scratch` with its log at `log_path`: the output folder
+/// (not registered), the inputs' closure, and the compressed log.
+fn run_in(
+    store: &Store,
+    drv: &Derivation,
+    path: &StorePath,
+    scratch: &Path,
+    settings: &BuildSettings,
+    log_path: &Path,
+) -> Result<(PathBuf, BTreeSet<StorePath>, PathBuf), BuildError> {
     let io_err = |at: &Path| {
         let at = at.to_owned();
         move |source| BuildError::Io {
@@ -217,10 +248,9 @@ fn build_in(
     for dir in [&out_dir, &build_dir] {
         fs::create_dir(dir).map_err(io_err(dir))?;
     }
-    let log_path = log_file(store, path);
     let log_dir = log_path.parent().expect("the log has a folder");
     fs::create_dir_all(log_dir).map_err(io_err(log_dir))?;
-    let log = File::create(&log_path).map_err(io_err(&log_path))?;
+    let log = File::create(log_path).map_err(io_err(log_path))?;
 
     // The inputs' closure is what the sandbox shows of the store.
     let inputs: Vec<StorePath> = drv.inputs().cloned().collect();
@@ -230,7 +260,7 @@ fn build_in(
     let mut spec = SandboxSpec::new(
         &drv.builder,
         &build_dir,
-        log.try_clone().map_err(io_err(&log_path))?,
+        log.try_clone().map_err(io_err(log_path))?,
     );
     spec.args = drv.args.iter().map(OsString::from).collect();
     spec.env = environment(drv, path, settings)
@@ -257,8 +287,8 @@ fn build_in(
     drop(spec);
     if !outcome.success() {
         drop(log);
-        let tail = tail(&log_path, TAIL_LINES);
-        let log = compress_log(&log_path).unwrap_or(log_path);
+        let tail = tail(log_path, TAIL_LINES);
+        let log = compress_log(log_path).unwrap_or_else(|_| log_path.to_owned());
         return Err(BuildError::Failed {
             path: path.clone(),
             status: describe(outcome.status),
@@ -267,7 +297,7 @@ fn build_in(
         });
     }
     drop(log);
-    let log_path = compress_log(&log_path).unwrap_or(log_path);
+    let log_path = compress_log(log_path).unwrap_or_else(|_| log_path.to_owned());
     let empty = fs::read_dir(&out_dir)
         .map_err(io_err(&out_dir))?
         .next()
@@ -289,14 +319,7 @@ fn build_in(
             });
         }
     }
-    let (added, references) = store
-        .add_output(&out_dir, path, &closure, &drv.runtime_deps)
-        .map_err(|e: AddError| store_err(Box::new(e)))?;
-    Ok(Built {
-        path: added.path,
-        already_valid: added.already_valid,
-        references,
-    })
+    Ok((out_dir, closure, log_path))
 }
 
 /// Standard base64 with padding (the SRI form's digest).
@@ -397,4 +420,114 @@ fn compress_log(path: &Path) -> io::Result<PathBuf> {
     fs::rename(&tmp, &zst)?;
     fs::remove_file(path)?;
     Ok(zst)
+}
+
+/// What rebuilding a valid output found ([`check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// The output path.
+    pub path: StorePath,
+    /// The rebuild gave the same tree (the same tree hash).
+    pub identical: bool,
+    /// Files (relative to the output) whose content, type or executable bit differ, or
+    /// that only one of the two has; sorted. Empty when identical.
+    pub differences: Vec<String>,
+}
+
+/// Rebuild `drv`, whose output must be valid, without registering anything, and compare
+/// the result with the valid output: a reproducibility check. The rebuild's log is kept
+/// beside the build's as `HASH.check.log.zst`.
+pub fn check(
+    store: &Store,
+    drv: &Derivation,
+    settings: &BuildSettings,
+) -> Result<CheckReport, BuildError> {
+    let path = drv.output_path().map_err(|source| BuildError::Path {
+        name: drv.name.clone(),
+        version: drv.version.clone(),
+        source,
+    })?;
+    let store_err = |e: Box<dyn std::error::Error + Send + Sync>| BuildError::Store {
+        path: path.clone(),
+        source: e,
+    };
+    let info = store
+        .with_db(|db| db.query(&path))
+        .map_err(|e| store_err(Box::new(e)))?
+        .ok_or_else(|| BuildError::NotBuilt { path: path.clone() })?;
+    let scratch = store.temp_dir().map_err(|e| store_err(Box::new(e)))?;
+    let log_path = log_file(store, &path).with_extension("check.log");
+    let result = (|| {
+        let (out_dir, _, _) = run_in(store, drv, &path, &scratch, settings, &log_path)?;
+        let rebuilt = nexis_store::hash_path(&out_dir).map_err(|e| store_err(Box::new(e)))?;
+        let identical = rebuilt.hash == info.tree_hash;
+        let mut differences = Vec::new();
+        if !identical {
+            compare(
+                &store.physical(&path),
+                &out_dir,
+                Path::new(""),
+                &mut differences,
+            )
+            .map_err(|source| BuildError::Io {
+                path: path.clone(),
+                at: out_dir.clone(),
+                source,
+            })?;
+            differences.sort();
+        }
+        Ok(CheckReport {
+            path: path.clone(),
+            identical,
+            differences,
+        })
+    })();
+    let _ = remove_tree(&scratch);
+    result
+}
+
+/// Record in `out` the entries under `rel` that differ between the trees `a` and `b`.
+fn compare(a: &Path, b: &Path, rel: &Path, out: &mut Vec<String>) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (ma, mb) = (fs::symlink_metadata(a), fs::symlink_metadata(b));
+    let show = || {
+        if rel.as_os_str().is_empty() {
+            ".".to_owned()
+        } else {
+            rel.display().to_string()
+        }
+    };
+    let (ma, mb) = match (ma, mb) {
+        (Ok(x), Ok(y)) => (x, y),
+        (Err(_), Err(_)) => return Ok(()),
+        _ => {
+            out.push(show());
+            return Ok(());
+        }
+    };
+    if ma.is_dir() && mb.is_dir() {
+        let mut names = BTreeSet::new();
+        for dir in [a, b] {
+            for entry in fs::read_dir(dir)? {
+                names.insert(entry?.file_name());
+            }
+        }
+        for name in names {
+            compare(&a.join(&name), &b.join(&name), &rel.join(&name), out)?;
+        }
+        return Ok(());
+    }
+    let same = if ma.file_type().is_symlink() && mb.file_type().is_symlink() {
+        fs::read_link(a)? == fs::read_link(b)?
+    } else if ma.is_file() && mb.is_file() {
+        (ma.permissions().mode() & 0o100) == (mb.permissions().mode() & 0o100)
+            && ma.len() == mb.len()
+            && fs::read(a)? == fs::read(b)?
+    } else {
+        false
+    };
+    if !same {
+        out.push(show());
+    }
+    Ok(())
 }

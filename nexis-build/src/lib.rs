@@ -34,7 +34,8 @@ mod recipe;
 mod schedule;
 
 pub use builder::{
-    BuildError, BuildSettings, Built, DEFAULT_SOURCE_DATE_EPOCH, build, log_file, read_log,
+    BuildError, BuildSettings, Built, CheckReport, DEFAULT_SOURCE_DATE_EPOCH, build, check,
+    log_file, read_log,
 };
 pub use derivation::{DERIVATION_FORMAT, Derivation, OUT};
 pub use recipe::{Plan, PlanError, PlanSettings, plan, system};

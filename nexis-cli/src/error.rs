@@ -90,6 +90,9 @@ pub(crate) enum Error {
     /// Some builds failed; each was reported.
     #[error("{failed} of {wanted} builds failed")]
     BuildsFailed { failed: usize, wanted: usize },
+    /// `nexis build --check`: some rebuilds differ (or failed); each was reported.
+    #[error("{count} of {checked} checked outputs are not reproducible")]
+    NotReproducible { count: usize, checked: usize },
     /// `nexis log PATH`: no log is kept for the path.
     #[error("no build log for {path}")]
     NoLog { path: String },

@@ -92,6 +92,16 @@ impl Output {
             .map_err(|source| Error::Stdout { source })
     }
 
+    /// Data: bytes on stdout, as they are (a build log).
+    #[expect(clippy::unused_self, reason = "all output goes through `Output`")]
+    pub(crate) fn bytes(&self, data: &[u8]) -> Result<(), Error> {
+        let mut stdout = io::stdout().lock();
+        stdout
+            .write_all(data)
+            .and_then(|()| stdout.flush())
+            .map_err(|source| Error::Stdout { source })
+    }
+
     /// Data: pretty JSON on stdout.
     pub(crate) fn json(&self, value: &serde_json::Value) -> Result<(), Error> {
         let text = serde_json::to_string_pretty(value).expect("JSON values serialise");

@@ -112,17 +112,23 @@ impl Store {
     }
 
     /// The store path a root link leads to: directly, or through one more link outside
-    /// the store (`gcroots/auto/x -> /home/u/result -> /nexis/store/…`).
+    /// the store (`gcroots/auto/x -> /home/u/result -> /nexis/store/…`). That link is
+    /// looked for in the root's namespace first, then (with `--root`) on the host, where
+    /// a build run with `--root DIR` puts its `result` links, pointing at
+    /// `DIR/nexis/store/…`.
     fn link_target(&self, link: &Path) -> Result<Option<StorePath>, StoreError> {
         let mut target = fs::read_link(link).map_err(io_err(link))?;
         for _ in 0..2 {
-            if let Some(p) = store_path_of(&target) {
+            if let Some(p) = self.store_path_of(&target) {
                 return Ok(Some(p));
             }
-            let physical = self.physical_of_logical(&target);
-            match fs::read_link(&physical) {
-                Ok(next) => target = next,
-                Err(_) => return Ok(None),
+            let next = self
+                .places_of(&target)
+                .into_iter()
+                .find_map(|place| fs::read_link(place).ok());
+            match next {
+                Some(next) => target = next,
+                None => return Ok(None),
             }
         }
         Ok(None)
@@ -130,15 +136,32 @@ impl Store {
 
     fn exists_logical(&self, link: &Path) -> Result<bool, StoreError> {
         let target = fs::read_link(link).map_err(io_err(link))?;
-        Ok(fs::symlink_metadata(self.physical_of_logical(&target)).is_ok())
+        Ok(self
+            .places_of(&target)
+            .iter()
+            .any(|p| fs::symlink_metadata(p).is_ok()))
     }
 
-    /// Map an absolute path in the root's namespace to the host's.
-    fn physical_of_logical(&self, logical: &Path) -> PathBuf {
+    /// Where an absolute path named by a root may be: in the root's namespace, and on
+    /// the host when the root is not `/`.
+    fn places_of(&self, logical: &Path) -> Vec<PathBuf> {
         match logical.strip_prefix("/") {
-            Ok(rel) => self.root().join(rel),
-            Err(_) => logical.to_owned(),
+            Ok(rel) if self.root() != Path::new("/") => {
+                vec![self.root().join(rel), logical.to_owned()]
+            }
+            Ok(rel) => vec![self.root().join(rel)],
+            Err(_) => vec![logical.to_owned()],
         }
+    }
+
+    /// The store path `target` is in: under the logical store directory, or under this
+    /// store's physical one.
+    fn store_path_of(&self, target: &Path) -> Option<StorePath> {
+        store_path_of(target).or_else(|| {
+            let rest = target.strip_prefix(self.store_dir()).ok()?;
+            let first = rest.components().next()?;
+            StorePath::from_base_name(first.as_os_str().to_str()?).ok()
+        })
     }
 
     /// Register `link` (e.g. a `result` symlink created by a build) as an indirect GC

@@ -8,7 +8,7 @@
 //! ROOT/nexis/var/nexis/db/db.sqlite  metadata
 //! ROOT/nexis/var/nexis/gcroots/      indirect GC roots (`result` links point here)
 //! ROOT/nexis/var/nexis/profiles/     profiles and generations (GC roots)
-//! ROOT/nexis/var/nexis/temproots/    one file per running process: its temporary roots
+//! ROOT/nexis/var/nexis/temproots/    one file per open store of a running process (PID-N): its temporary roots
 //! ROOT/nexis/var/nexis/locks/        per-path locks, and the GC lock
 //! ```
 //!
@@ -201,10 +201,14 @@ impl Store {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if guard.is_none() {
+            // One file per `Store` value: two of them in one process (two threads each
+            // with its own store) must not wait for each other's lock.
+            static INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let file = self
                 .state_dir
                 .join("temproots")
-                .join(std::process::id().to_string());
+                .join(format!("{}-{n}", std::process::id()));
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)

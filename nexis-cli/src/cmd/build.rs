@@ -14,6 +14,10 @@ use crate::error::Error;
 
 /// Build the system's packages (or the named ones) in the sandbox
 #[derive(Debug, clap::Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent command-line flags"
+)]
 pub(crate) struct Args {
     /// Packages to build, by id (`local#hello`) or name; all of the system's when none
     packages: Vec<String>,
@@ -29,6 +33,10 @@ pub(crate) struct Args {
     /// Show what would be built, build nothing
     #[arg(long)]
     dry_run: bool,
+    /// Rebuild the named (or all) packages, already built, and report whether each
+    /// output is bit-identical, naming the files that differ
+    #[arg(long, conflicts_with = "dry_run")]
+    check: bool,
     /// Do not make `result` links
     #[arg(long)]
     no_link: bool,
@@ -113,6 +121,9 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
         },
     )
     .map_err(|source| Error::Schedule { source })?;
+    if args.check && report.success() {
+        return check(ctx, &store, &planned, &wanted, &options.settings);
+    }
     // The outputs asked for, in order, and their `result` links.
     let mut lines = Vec::new();
     let link_dir = match &args.out_link_dir {
@@ -154,6 +165,70 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
         Err(Error::BuildsFailed {
             failed: report.failed.len(),
             wanted: wanted.len(),
+        })
+    }
+}
+
+/// Rebuild each of `wanted` and compare with its valid output.
+fn check(
+    ctx: &Context,
+    store: &Store,
+    planned: &nexis_build::Plan,
+    wanted: &[petgraph::graph::NodeIndex],
+    settings: &BuildSettings,
+) -> Result<ExitCode, Error> {
+    let mut reports = Vec::new();
+    let mut differ = 0;
+    for &n in wanted {
+        let drv = &planned.graph[n];
+        ctx.out
+            .status("checking", &format!("{}-{}", drv.name, drv.version));
+        match nexis_build::check(store, drv, settings) {
+            Ok(r) => {
+                if !r.identical {
+                    differ += 1;
+                    ctx.out.warn(&format!(
+                        "{} is not reproducible: {} differ",
+                        r.path,
+                        r.differences.join(", ")
+                    ));
+                }
+                reports.push(r);
+            }
+            Err(e) => {
+                differ += 1;
+                ctx.out.warn(&error_chain(&e));
+            }
+        }
+    }
+    if ctx.json {
+        let value: Vec<_> = reports
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "path": r.path.to_string(),
+                    "identical": r.identical,
+                    "differences": r.differences,
+                })
+            })
+            .collect();
+        ctx.out.json(&serde_json::Value::Array(value))?;
+    } else {
+        let lines: Vec<String> = reports
+            .iter()
+            .map(|r| {
+                let verdict = if r.identical { "identical" } else { "differs" };
+                format!("{} {verdict}", r.path)
+            })
+            .collect();
+        ctx.out.data(&lines.join("\n"))?;
+    }
+    if differ == 0 {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Error::NotReproducible {
+            count: differ,
+            checked: wanted.len(),
         })
     }
 }
@@ -225,10 +300,14 @@ fn link(store: &Store, link: &std::path::Path, path: &StorePath) -> Result<(), E
         path: link.to_owned(),
         source,
     })?;
+    // Named after the link, made unique by the hash of where it is.
+    let digest = blake3::hash(absolute.as_os_str().as_encoded_bytes()).to_hex();
     let name = format!(
         "{}-{}",
-        path.hash_part(),
-        blake3::hash(absolute.as_os_str().as_encoded_bytes()).to_hex()
+        link.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        &digest[..16]
     );
     store
         .add_indirect_root(&name, &absolute)
@@ -258,7 +337,7 @@ pub(crate) fn log(ctx: &Context, args: &LogArgs) -> Result<ExitCode, Error> {
     })?;
     match nexis_build::read_log(&store, &path) {
         Ok(Some(bytes)) => {
-            ctx.out.raw(&String::from_utf8_lossy(&bytes));
+            ctx.out.bytes(&bytes)?;
             Ok(ExitCode::SUCCESS)
         }
         Ok(None) => Err(Error::NoLog {

@@ -1,0 +1,276 @@
+//! `nexis build`, `--dry-run`, `--check` and `nexis log` on temporary roots: the demo
+//! system (C packages built with the host's gcc in the sandbox) and bad recipes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn nexis(root: &Path, config: &Path, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nexis"))
+        .current_dir(cwd)
+        .arg("--root")
+        .arg(root)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) -> (String, String) {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (
+        String::from_utf8(o.stdout.clone()).unwrap(),
+        String::from_utf8(o.stderr.clone()).unwrap(),
+    )
+}
+
+fn failed(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "should fail: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo/nexis.toml")
+}
+
+/// Whether `path` (logical) is valid in the store at `root`.
+fn valid(root: &Path, path: &str) -> bool {
+    Command::new(env!("CARGO_BIN_EXE_nexis"))
+        .arg("--root")
+        .arg(root)
+        .args(["store", "path-info", path])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn the_demo_builds_runs_is_a_no_op_the_second_time_and_is_reproducible() {
+    let root = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let config = demo();
+
+    // Before: everything would be built.
+    let (out, _) = ok(&nexis(
+        root.path(),
+        &config,
+        cwd.path(),
+        &["build", "--dry-run"],
+    ));
+    assert!(out.contains("these 5 paths would be built"), "{out}");
+
+    let (out, err) = ok(&nexis(root.path(), &config, cwd.path(), &["build"]));
+    let outputs: Vec<&str> = out.lines().collect();
+    assert_eq!(outputs.len(), 4, "{out}");
+    assert!(err.contains("building: hello-2.12.1"), "{err}");
+    for p in &outputs {
+        assert!(valid(root.path(), p), "{p}");
+    }
+    // The C program runs, linked against libgreet (a build dependency only).
+    let hello = cwd.path().join("result-hello/bin/hello");
+    let run = Command::new(&hello).arg("tests").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "Hello, tests!\n");
+    // nexis-motd needs hello at run time: a reference; libgreet is not one.
+    let motd = outputs
+        .iter()
+        .find(|p| p.ends_with("nexis-motd-0.3.0"))
+        .unwrap();
+    let info = Command::new(env!("CARGO_BIN_EXE_nexis"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["--json", "store", "path-info", motd])
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("-hello-2.12.1"), "{info}");
+    assert!(!info.contains("libgreet"), "{info}");
+    // The result links are GC roots.
+    let (roots, _) = ok(&Command::new(env!("CARGO_BIN_EXE_nexis"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["store", "roots"])
+        .output()
+        .unwrap());
+    assert!(roots.contains("result-hello"), "{roots}");
+
+    // Again: nothing is built, the same paths come out.
+    let (again, err) = ok(&nexis(
+        root.path(),
+        &config,
+        cwd.path(),
+        &["build", "--no-link"],
+    ));
+    assert_eq!(again, out);
+    assert!(!err.contains("building"), "{err}");
+    let (dry, _) = ok(&nexis(
+        root.path(),
+        &config,
+        cwd.path(),
+        &["build", "--dry-run"],
+    ));
+    assert!(dry.contains("these 0 paths would be built"), "{dry}");
+
+    // Rebuilt from scratch, every package is bit-identical.
+    let (checked, _) = ok(&nexis(
+        root.path(),
+        &config,
+        cwd.path(),
+        &["build", "--check"],
+    ));
+    assert_eq!(checked.matches(" identical").count(), 4, "{checked}");
+
+    // The log of a build.
+    let (log, _) = ok(&nexis(
+        root.path(),
+        &config,
+        cwd.path(),
+        &["log", "result-hello"],
+    ));
+    assert!(log.contains("gcc -O2"), "{log}");
+
+    // The same configuration on another root gives the same paths.
+    let other = tempfile::tempdir().unwrap();
+    let (dry, _) = ok(&nexis(
+        other.path(),
+        &config,
+        cwd.path(),
+        &["build", "--dry-run"],
+    ));
+    for p in &outputs {
+        assert!(dry.contains(p), "{p} in {dry}");
+    }
+}
+
+/// A configuration in a fresh folder with the inline recipes `recipes` (TOML) installed.
+fn config_with(dir: &Path, install: &[&str], recipes: &str) -> PathBuf {
+    let config = dir.join("nexis.toml");
+    let install: Vec<String> = install.iter().map(|p| format!("\"{p}\"")).collect();
+    fs::write(
+        &config,
+        format!(
+            "[build]\nextra-sandbox-paths = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\"]\n\
+             [packages]\ninstall = [{}]\n{recipes}",
+            install.join(", ")
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn bad_builds_are_clear_errors_and_register_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        dir.path(),
+        &["empty", "broken", "fine"],
+        "[recipes.empty]\nversion = \"1\"\nbuild = { system = \"script\", script = \"true\" }\n\
+         [recipes.broken]\nversion = \"1\"\nbuild = { system = \"script\", script = \"echo compiling; echo oops >&2; exit 3\" }\n\
+         [recipes.fine]\nversion = \"1\"\nbuild = { system = \"script\", script = \"echo ok > $out/f\" }\n",
+    );
+    let o = nexis(
+        root.path(),
+        &config,
+        dir.path(),
+        &["build", "--keep-going", "--no-link", "--json"],
+    );
+    let err = failed(&o);
+    assert!(err.contains("produced nothing"), "{err}");
+    assert!(
+        err.contains("failed (exit code 3)") && err.contains("  oops") && err.contains(".log.zst"),
+        "{err}"
+    );
+    assert!(err.contains("2 of 3 builds failed"), "{err}");
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let outputs = json["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 1, "{json}");
+    assert!(outputs[0].as_str().unwrap().ends_with("-fine-1"));
+    // Nothing of the failed builds is in the store.
+    let (dry, _) = ok(&nexis(
+        root.path(),
+        &config,
+        dir.path(),
+        &["build", "--dry-run", "--json"],
+    ));
+    let dry: serde_json::Value = serde_json::from_str(&dry).unwrap();
+    assert_eq!(dry["build"].as_array().unwrap().len(), 2, "{dry}");
+    assert_eq!(dry["valid"].as_array().unwrap().len(), 1, "{dry}");
+    // The failed build's log is kept.
+    let broken = dry["build"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p.as_str().unwrap().ends_with("-broken-1"))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (log, _) = ok(&nexis(root.path(), &config, dir.path(), &["log", &broken]));
+    assert_eq!(log, "compiling\noops\n");
+
+    // A package the configuration does not have.
+    let err = failed(&nexis(root.path(), &config, dir.path(), &["build", "nope"]));
+    assert!(err.contains("no package `nope`"), "{err}");
+}
+
+#[test]
+fn check_names_the_files_that_differ() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        dir.path(),
+        &["stamp"],
+        "[recipes.stamp]\nversion = \"1\"\n\
+         build = { system = \"script\", script = \"echo same > $out/same; cat /proc/sys/kernel/random/uuid > $out/stamp\" }\n",
+    );
+    ok(&nexis(
+        root.path(),
+        &config,
+        dir.path(),
+        &["build", "--no-link"],
+    ));
+    let o = nexis(root.path(), &config, dir.path(), &["build", "--check"]);
+    let err = failed(&o);
+    assert!(err.contains("is not reproducible: stamp differ"), "{err}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains(" differs"));
+}
+
+#[test]
+fn sources_are_copied_from_the_store_and_a_missing_one_is_named() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("src")).unwrap();
+    fs::write(dir.path().join("src/data.txt"), "from the source\n").unwrap();
+    fs::write(
+        dir.path().join("fix.patch"),
+        "--- a/data.txt\n+++ b/data.txt\n@@ -1 +1 @@\n-from the source\n+patched\n",
+    )
+    .unwrap();
+    let config = config_with(
+        dir.path(),
+        &["copy"],
+        "[recipes.copy]\nversion = \"1\"\nsource = { path = \"src\", patches = [\"fix.patch\"] }\n\
+         build = { system = \"script\", script = \"cp data.txt $out/\" }\n",
+    );
+    let (out, _) = ok(&nexis(root.path(), &config, dir.path(), &["build"]));
+    assert!(out.trim().ends_with("-copy-1"), "{out}");
+    assert_eq!(
+        fs::read_to_string(dir.path().join("result/data.txt")).unwrap(),
+        "patched\n"
+    );
+
+    let config = config_with(
+        dir.path(),
+        &["gone"],
+        "[recipes.gone]\nversion = \"1\"\nsource = { path = \"missing\" }\n\
+         build = { system = \"script\", script = \"true\" }\n",
+    );
+    let err = failed(&nexis(root.path(), &config, dir.path(), &["build"]));
+    assert!(err.contains("missing"), "{err}");
+}
