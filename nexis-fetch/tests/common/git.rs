@@ -161,8 +161,14 @@ pub(crate) struct GitDaemon {
 impl GitDaemon {
     pub(crate) fn start(base: &Path) -> Self {
         let port = free_port();
-        let mut child = Command::new(GIT)
-            .arg("daemon")
+        // `git daemon` runs `git-daemon` as a child and killing `git` would leave it
+        // running: start the daemon itself.
+        let exec_path = Command::new(GIT)
+            .arg("--exec-path")
+            .output()
+            .expect("git --exec-path");
+        let exec_path = String::from_utf8(exec_path.stdout).expect("a UTF-8 path");
+        let mut child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
             .arg("--reuseaddr")
             .arg(format!("--base-path={}", base.display()))
             .arg("--export-all")
