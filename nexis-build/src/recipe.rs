@@ -74,6 +74,9 @@ pub enum PlanError {
 pub struct PlanSettings {
     /// Host folders every build sees (`[build] extra-sandbox-paths`).
     pub extra_sandbox_paths: BTreeSet<String>,
+    /// The commit time of each git input (by input id, from `nexis.lock`): the
+    /// `SOURCE_DATE_EPOCH` of the packages whose recipes it holds.
+    pub source_dates: BTreeMap<String, i64>,
 }
 
 /// The derivations of a package graph.
@@ -167,6 +170,8 @@ fn derivation(
     let mut sources = BTreeSet::new();
     let mut src = None;
     let mut patches = Vec::new();
+    // A git source's commit time, else that of the input holding the recipe.
+    let mut source_date = None;
     if let Some(source) = &recipe.source {
         let reference = match (&source.git, &source.rev, &source.url, &source.hash) {
             (Some(git), Some(rev), _, _) => Some(format!("git+{}?rev={}", git.value, rev.value)),
@@ -191,6 +196,9 @@ fn derivation(
                 reference: reference.clone(),
                 source: Box::new(e),
             })?;
+            if let nexis_fetch::LockedSource::Git { last_modified, .. } = fetched.locked.source {
+                source_date = Some(last_modified);
+            }
             src = Some(fetched.path);
         } else if let Some(path) = &source.path {
             let name = format!("{}-{version}-source", pkg.name);
@@ -199,6 +207,10 @@ fn derivation(
         for p in &source.patches {
             patches.push(add(recipe_dir.join(&p.value), None)?);
         }
+    }
+    if let Some(date) = source_date.or_else(|| settings.source_dates.get(&pkg.input).copied()) {
+        env.entry("SOURCE_DATE_EPOCH".into())
+            .or_insert_with(|| date.to_string());
     }
     if let Some(src) = &src {
         env.insert("src".into(), src.to_string());

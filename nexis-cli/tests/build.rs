@@ -274,3 +274,99 @@ fn sources_are_copied_from_the_store_and_a_missing_one_is_named() {
     let err = failed(&nexis(root.path(), &config, dir.path(), &["build"]));
     assert!(err.contains("missing"), "{err}");
 }
+
+#[test]
+fn outputs_come_from_a_binary_cache_when_it_has_them() {
+    let built = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let recipes = "[recipes.lib]\nversion = \"1\"\nbuild = { system = \"script\", script = \"echo lib > $out/f\" }\n\
+                   [recipes.app]\nversion = \"1\"\n\
+                   build = { system = \"script\", runtime-deps = [\"lib\"], script = \"echo $lib > $out/f\" }\n";
+    let config = config_with(dir.path(), &["app"], recipes);
+    let (out, _) = ok(&nexis(
+        built.path(),
+        &config,
+        dir.path(),
+        &["build", "--no-link"],
+    ));
+    let app = out.trim().to_owned();
+    let url = format!("file://{}", cache.path().display());
+    ok(&Command::new(env!("CARGO_BIN_EXE_nexis"))
+        .arg("--root")
+        .arg(built.path())
+        .args(["store", "copy", "--to", &url, &app])
+        .output()
+        .unwrap());
+
+    // A second machine with the cache configured: nothing is built.
+    let store_section = format!(
+        "[store]\nsubstituters = [\"http://127.0.0.1:9/down\", \"{url}\"]\nrequire-signatures = false\n"
+    );
+    let config = config_with(dir.path(), &["app"], &format!("{recipes}{store_section}"));
+    let fresh = tempfile::tempdir().unwrap();
+    let (out, err) = ok(&nexis(
+        fresh.path(),
+        &config,
+        dir.path(),
+        &["build", "--no-link"],
+    ));
+    assert_eq!(out.trim(), app);
+    assert!(err.contains("substituted:"), "{err}");
+    assert!(!err.contains("building:"), "{err}");
+    // The cache that is down cost one warning.
+    assert_eq!(err.matches("is not reachable").count(), 1, "{err}");
+
+    // With --no-substitute, or a cache that lacks it, it is built.
+    let other = tempfile::tempdir().unwrap();
+    let (_, err) = ok(&nexis(
+        other.path(),
+        &config,
+        dir.path(),
+        &["build", "--no-link", "--no-substitute"],
+    ));
+    assert!(err.contains("building: app-1"), "{err}");
+}
+
+#[test]
+fn source_date_epoch_is_the_commit_time_of_the_recipes_input() {
+    let repo = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .current_dir(repo.path())
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_DATE", "@1700000000 +0000")
+            .env("GIT_COMMITTER_DATE", "@1700000123 +0000")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    git(&["init", "-q", "-b", "main"]);
+    fs::create_dir(repo.path().join("packages")).unwrap();
+    fs::write(
+        repo.path().join("packages/when.toml"),
+        "version = \"1\"\n[build]\nsystem = \"script\"\nscript = \"echo $SOURCE_DATE_EPOCH > $out/epoch\"\n",
+    )
+    .unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "when"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        dir.path(),
+        &["pkgs#when"],
+        &format!(
+            "[inputs]\npkgs = \"git+file://{}\"\n",
+            repo.path().display()
+        ),
+    );
+    let root = tempfile::tempdir().unwrap();
+    ok(&nexis(root.path(), &config, dir.path(), &["lock"]));
+    ok(&nexis(root.path(), &config, dir.path(), &["build"]));
+    assert_eq!(
+        fs::read_to_string(dir.path().join("result/epoch")).unwrap(),
+        "1700000123\n"
+    );
+}

@@ -40,6 +40,9 @@ pub(crate) struct Args {
     /// Do not make `result` links
     #[arg(long)]
     no_link: bool,
+    /// Build everything here; do not ask the configured binary caches
+    #[arg(long)]
+    no_substitute: bool,
     /// Where the `result` links go (default: the current directory)
     #[arg(long, value_name = "DIR")]
     out_link_dir: Option<PathBuf>,
@@ -57,6 +60,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
             .iter()
             .map(|p| p.value.clone())
             .collect(),
+        source_dates: source_dates(&path)?,
     };
     let planned = plan(&store, &evaluation.packages, &settings, Some(&fetcher))
         .map_err(|source| Error::Plan { source })?;
@@ -101,6 +105,9 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
 
     if args.dry_run {
         return dry_run(ctx, &store, &planned, &wanted);
+    }
+    if !args.no_substitute && !args.check {
+        substitute(ctx, &store, &planned, &wanted, &evaluation.spec.store)?;
     }
     let out = &ctx.out;
     let report = build_graph(
@@ -167,6 +174,112 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
             wanted: wanted.len(),
         })
     }
+}
+
+/// The commit time of each git input in the lock beside the configuration `config`.
+fn source_dates(
+    config: &std::path::Path,
+) -> Result<std::collections::BTreeMap<String, i64>, Error> {
+    let file = config.with_file_name(nexis_fetch::LOCK_FILE);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(source) => return Err(Error::Read { path: file, source }),
+    };
+    let lock = nexis_fetch::Lock::parse(&text, &file).map_err(|source| Error::Lock { source })?;
+    Ok(lock
+        .inputs
+        .into_iter()
+        .filter_map(|(name, input)| match input.source {
+            nexis_fetch::LockedSource::Git { last_modified, .. } => Some((name, last_modified)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The outputs `wanted` needs (themselves included) that are not valid.
+fn missing_outputs(
+    store: &Store,
+    planned: &nexis_build::Plan,
+    wanted: &[petgraph::graph::NodeIndex],
+) -> Result<(Vec<StorePath>, Vec<StorePath>), Error> {
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<_> = wanted.to_vec();
+    let mut outputs = Vec::new();
+    while let Some(n) = stack.pop() {
+        if seen.insert(n) {
+            stack.extend(planned.graph.neighbors(n));
+            if let Ok(out) = planned.graph[n].output_path() {
+                outputs.push(out);
+            }
+        }
+    }
+    let (mut valid, mut missing) = (Vec::new(), Vec::new());
+    store
+        .with_db(|db| {
+            for out in outputs {
+                if db.is_valid(&out)? {
+                    valid.push(out);
+                } else {
+                    missing.push(out);
+                }
+            }
+            Ok::<_, nexis_store::DbError>(())
+        })
+        .map_err(|e| Error::Store { source: e.into() })?;
+    missing.sort();
+    valid.sort();
+    Ok((missing, valid))
+}
+
+/// Ask the configured binary caches for the outputs that are not valid; what they do not
+/// have (or what they serve that is refused) is built. A cache that fails is a warning.
+fn substitute(
+    ctx: &Context,
+    store: &Store,
+    planned: &nexis_build::Plan,
+    wanted: &[petgraph::graph::NodeIndex],
+    settings: &nexis_config::StoreSettings,
+) -> Result<(), Error> {
+    if settings.substituters.is_empty() {
+        return Ok(());
+    }
+    let (missing, _) = missing_outputs(store, planned, wanted)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let urls: Vec<&str> = settings
+        .substituters
+        .iter()
+        .map(|u| u.value.as_str())
+        .collect();
+    let mut keys = Vec::new();
+    for k in &settings.trusted_public_keys {
+        keys.push(
+            nexis_store::PublicKey::parse(&k.value)
+                .map_err(|source| Error::TrustedKey { source })?,
+        );
+    }
+    let trust = nexis_store::Trust {
+        keys,
+        require_signatures: settings.require_signatures,
+    };
+    let warn = |w: &str| ctx.out.warn(w);
+    let result = nexis_fetch::Substituter::new(&urls)
+        .and_then(|s| s.substitute(store, &missing, &trust, &warn));
+    match result {
+        Ok(report) => {
+            for p in &report.substituted {
+                ctx.out.status("substituted", &p.to_string());
+            }
+        }
+        Err(e) => ctx.out.warn(&format!(
+            "substituting from {}: {}; building instead",
+            urls.join(", "),
+            error_chain(&e)
+        )),
+    }
+    Ok(())
 }
 
 /// Rebuild each of `wanted` and compare with its valid output.
@@ -240,28 +353,9 @@ fn dry_run(
     planned: &nexis_build::Plan,
     wanted: &[petgraph::graph::NodeIndex],
 ) -> Result<ExitCode, Error> {
-    let mut seen = BTreeSet::new();
-    let mut stack: Vec<_> = wanted.to_vec();
-    let mut to_build = Vec::new();
-    let mut valid = Vec::new();
-    while let Some(n) = stack.pop() {
-        if !seen.insert(n) {
-            continue;
-        }
-        stack.extend(planned.graph.neighbors(n));
-        let drv = &planned.graph[n];
-        let Ok(out) = drv.output_path() else { continue };
-        let is_valid = store
-            .with_db(|db| db.is_valid(&out))
-            .map_err(|e| Error::Store { source: e.into() })?;
-        if is_valid {
-            valid.push(out.to_string());
-        } else {
-            to_build.push(out.to_string());
-        }
-    }
-    to_build.sort();
-    valid.sort();
+    let (missing, valid) = missing_outputs(store, planned, wanted)?;
+    let to_build: Vec<String> = missing.iter().map(ToString::to_string).collect();
+    let valid: Vec<String> = valid.iter().map(ToString::to_string).collect();
     if ctx.json {
         ctx.out
             .json(&serde_json::json!({ "build": to_build, "valid": valid }))?;
