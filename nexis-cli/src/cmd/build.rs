@@ -183,16 +183,21 @@ fn source_dates(
     let file = config.with_file_name(nexis_fetch::LOCK_FILE);
     let text = match std::fs::read_to_string(&file) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(std::collections::BTreeMap::default());
+        }
         Err(source) => return Err(Error::Read { path: file, source }),
     };
     let lock = nexis_fetch::Lock::parse(&text, &file).map_err(|source| Error::Lock { source })?;
     Ok(lock
         .inputs
         .into_iter()
-        .filter_map(|(name, input)| match input.source {
-            nexis_fetch::LockedSource::Git { last_modified, .. } => Some((name, last_modified)),
-            _ => None,
+        .filter_map(|(name, input)| {
+            if let nexis_fetch::LockedSource::Git { last_modified, .. } = input.source {
+                Some((name, last_modified))
+            } else {
+                None
+            }
         })
         .collect())
 }
@@ -266,7 +271,8 @@ fn substitute(
     };
     let warn = |w: &str| ctx.out.warn(w);
     let result = nexis_fetch::Substituter::new(&urls)
-        .and_then(|s| s.substitute(store, &missing, &trust, &warn));
+        .and_then(|s| s.substitute(store, &missing, &trust, &warn))
+        .map_err(Box::new);
     match result {
         Ok(report) => {
             for p in &report.substituted {
