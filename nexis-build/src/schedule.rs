@@ -428,6 +428,9 @@ impl Run<'_> {
     /// One worker: take the best ready node and build it, until nothing is left to do.
     fn work(&self) {
         while let Some(node) = self.next() {
+            // Should `events` (or a build) panic, the other workers must not wait for
+            // this build forever: the scope then ends and passes the panic on.
+            let on_panic = StopOnPanic(self);
             let drv = &self.graph[node];
             (self.events)(BuildEvent::Started { node, drv });
             let result = builder::build(self.store, drv, &self.opts.settings);
@@ -463,6 +466,7 @@ impl Run<'_> {
                     state.running -= 1;
                 }
             }
+            std::mem::forget(on_panic);
             self.wake.notify_all();
             for (node, because) in skipped {
                 (self.events)(BuildEvent::Skipped { node, because });
@@ -490,5 +494,18 @@ impl Run<'_> {
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+    }
+}
+
+/// Stops the run when dropped, which happens only when a worker unwinds mid-build.
+struct StopOnPanic<'a, 'b>(&'a Run<'b>);
+
+impl Drop for StopOnPanic<'_, '_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.stop = true;
+        state.running = state.running.saturating_sub(1);
+        drop(state);
+        self.0.wake.notify_all();
     }
 }

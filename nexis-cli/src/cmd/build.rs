@@ -271,8 +271,11 @@ fn substitute(
     };
     let warn = |w: &str| ctx.out.warn(w);
     let result = nexis_fetch::Substituter::new(&urls)
-        .and_then(|s| s.substitute(store, &missing, &trust, &warn))
-        .map_err(Box::new);
+        .map_err(Box::new)
+        .and_then(|s| {
+            s.substitute(store, &missing, &trust, &warn)
+                .map_err(Box::new)
+        });
     match result {
         Ok(report) => {
             for p in &report.substituted {
