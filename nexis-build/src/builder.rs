@@ -89,6 +89,16 @@ pub enum BuildError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The output names store paths that are not among its build's inputs.
+    #[error(
+        "building {path}: the output names store paths that are not its inputs (hash parts {hashes}); a build may only refer to what it was given"
+    )]
+    ForeignReferences {
+        /// The output path.
+        path: StorePath,
+        /// The hash parts named, comma-separated.
+        hashes: String,
+    },
     /// `--check` of an output that was never built.
     #[error("{path} is not built yet: there is nothing to check it against")]
     NotBuilt {
@@ -318,6 +328,18 @@ fn run_in(
                 got,
             });
         }
+    }
+    // The sandbox shows only the closure: a store path outside it in the output came
+    // from somewhere else (a source, the network) and would dangle.
+    let mut allowed = closure.clone();
+    allowed.insert(path.clone());
+    let foreign =
+        crate::foreign::foreign_references(&out_dir, &allowed).map_err(io_err(&out_dir))?;
+    if !foreign.is_empty() {
+        return Err(BuildError::ForeignReferences {
+            path: path.clone(),
+            hashes: foreign.into_iter().collect::<Vec<_>>().join(", "),
+        });
     }
     Ok((out_dir, closure, log_path))
 }

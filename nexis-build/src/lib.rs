@@ -30,6 +30,7 @@ mod sandbox;
 
 mod builder;
 mod derivation;
+mod foreign;
 mod recipe;
 mod schedule;
 

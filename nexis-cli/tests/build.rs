@@ -370,3 +370,27 @@ fn source_date_epoch_is_the_commit_time_of_the_recipes_input() {
         "1700000123\n"
     );
 }
+
+#[test]
+fn an_output_naming_a_store_path_it_was_not_given_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        dir.path(),
+        &["leak"],
+        "[recipes.leak]\nversion = \"1\"\n\
+         build = { system = \"script\", script = \"echo /nexis/store/1111111111111111111111111111111a-x > $out/f\" }\n",
+    );
+    let err = failed(&nexis(root.path(), &config, dir.path(), &["build"]));
+    assert!(
+        err.contains("not its inputs (hash parts 1111111111111111111111111111111a)"),
+        "{err}"
+    );
+    let (dry, _) = ok(&nexis(
+        root.path(),
+        &config,
+        dir.path(),
+        &["build", "--dry-run"],
+    ));
+    assert!(dry.contains("these 1 paths would be built"), "{dry}");
+}
