@@ -9,6 +9,7 @@ mod context;
 mod error;
 mod loader;
 mod output;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use nexis_build::{BuildEvent, BuildSettings, PlanSettings, ScheduleOptions, build_graph, plan};
+use nexis_build::{BuildSettings, PlanSettings, ScheduleOptions, build_graph, plan};
 use nexis_fetch::Fetcher;
 use nexis_store::{Store, StorePath, error_chain};
 
@@ -109,24 +109,18 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
     if !args.no_substitute && !args.check {
         substitute(ctx, &store, &planned, &wanted, &evaluation.spec.store)?;
     }
-    let out = &ctx.out;
-    let report = build_graph(
-        &store,
-        &planned.graph,
-        &wanted,
-        &options,
-        &|event| match event {
-            BuildEvent::Started { drv, .. } => {
-                out.status("building", &format!("{}-{}", drv.name, drv.version));
-            }
-            BuildEvent::Failed { error, .. } => out.warn(&error_chain(error)),
-            BuildEvent::Skipped { node, because } => out.warn(&format!(
-                "not building {}: {} failed",
-                planned.graph[node].name, planned.graph[because].name
-            )),
-            BuildEvent::Finished { .. } => {}
-        },
-    )
+    let (missing, _) = missing_outputs(&store, &planned, &wanted)?;
+    let progress =
+        crate::progress::BuildProgress::new(&ctx.out, &store, &planned.graph, missing.len() as u64);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let report = std::thread::scope(|scope| {
+        scope.spawn(|| progress.follow_logs(&done));
+        let report = build_graph(&store, &planned.graph, &wanted, &options, &|event| {
+            progress.event(&event);
+        });
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        report
+    })
     .map_err(|source| Error::Schedule { source })?;
     if args.check && report.success() {
         return check(ctx, &store, &planned, &wanted, &options.settings);
