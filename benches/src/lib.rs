@@ -52,8 +52,24 @@ impl Lcg {
 /// The root module's path inside the generated tree.
 pub const ROOT: &str = "/bench/nexis.toml";
 
-/// Generate the configuration.
+/// How the generated recipes build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipes {
+    /// Like a distribution's: a tarball source and autotools (for evaluation; they do
+    /// not build here).
+    Autotools,
+    /// No source; a script that writes one file into `$out` with the paths of its
+    /// dependencies (real, sandboxed builds taking milliseconds).
+    Trivial,
+}
+
+/// Generate the configuration, with distribution-like recipes.
 pub fn large_system(shape: Shape) -> MemoryLoader {
+    large_system_with(shape, Recipes::Autotools)
+}
+
+/// Generate the configuration with recipes of the given kind.
+pub fn large_system_with(shape: Shape, recipes: Recipes) -> MemoryLoader {
     let mut rng = Lcg(42);
     let mut loader = MemoryLoader::new();
 
@@ -77,18 +93,30 @@ pub fn large_system(shape: Shape) -> MemoryLoader {
                 .join(", ")
         };
         let mut text = String::new();
-        let _ = write!(
-            text,
-            "name = \"pkg{i}\"\nversion = \"{}.{}.{}\"\ndescription = \"generated package {i}\"\nlicense = \"MIT\"\n\n\
-             [source]\nurl = \"https://example.org/pkg{i}-1.0.tar.gz\"\nhash = \"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"\n\n\
-             [build]\nsystem = \"autotools\"\ndeps = [{}]\nruntime-deps = [{}]\nflags = [\"--disable-static\", \"--enable-shared\"]\n\n\
-             [build.env]\nCFLAGS = \"-O2\"\n",
-            1 + i % 4,
-            i % 10,
-            i % 7,
-            list(&build),
-            list(&runtime)
-        );
+        let version = format!("{}.{}.{}", 1 + i % 4, i % 10, i % 7);
+        match recipes {
+            Recipes::Autotools => {
+                let _ = write!(
+                    text,
+                    "name = \"pkg{i}\"\nversion = \"{version}\"\ndescription = \"generated package {i}\"\nlicense = \"MIT\"\n\n\
+                     [source]\nurl = \"https://example.org/pkg{i}-1.0.tar.gz\"\nhash = \"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"\n\n\
+                     [build]\nsystem = \"autotools\"\ndeps = [{}]\nruntime-deps = [{}]\nflags = [\"--disable-static\", \"--enable-shared\"]\n\n\
+                     [build.env]\nCFLAGS = \"-O2\"\n",
+                    list(&build),
+                    list(&runtime)
+                );
+            }
+            Recipes::Trivial => {
+                let _ = write!(
+                    text,
+                    "name = \"pkg{i}\"\nversion = \"{version}\"\ndescription = \"generated package {i}\"\n\n\
+                     [build]\nsystem = \"script\"\ndeps = [{}]\nruntime-deps = [{}]\n\
+                     script = \"echo pkg{i} $PATH > $out/f\"\n",
+                    list(&build),
+                    list(&runtime)
+                );
+            }
+        }
         loader.insert(format!("/bench/pkgs/packages/pkg{i}.toml"), text);
     }
 
@@ -101,6 +129,12 @@ pub fn large_system(shape: Shape) -> MemoryLoader {
         "]\n\n[inputs]\nmain = \"path:./pkgs\"\n\n[system]\nhostname = \"bench\"\ntimezone = \"UTC\"\n\n\
          [boot]\nkernel-params = [\"quiet\"]\n\n[groups.staff]\ngid = 2000\n",
     );
+    if recipes == Recipes::Trivial {
+        // The builds run the host's shell.
+        root.push_str(
+            "\n[build]\nextra-sandbox-paths = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\"]\n",
+        );
+    }
     loader.insert(ROOT, root);
 
     // Modules share out the users, services, files and installed packages.

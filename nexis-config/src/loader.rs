@@ -105,6 +105,11 @@ impl MemoryLoader {
         self
     }
 
+    /// Every file and its text, by path.
+    pub fn files(&self) -> impl Iterator<Item = (&Path, &str)> {
+        self.files.iter().map(|(p, t)| (p.as_path(), t.as_str()))
+    }
+
     /// Builder form of [`MemoryLoader::insert`].
     #[must_use]
     pub fn with(mut self, path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
