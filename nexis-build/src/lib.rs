@@ -5,8 +5,16 @@
 //! runs each in a Linux-namespace sandbox, and registers the outputs in the store. Also
 //! hosts the `system` pipeline the frontends call: config → fetch → build.
 //!
-//! Implemented so far: the sandbox ([`run`] a [`SandboxSpec`], get an [`Outcome`]),
-//! described in `docs/sandbox.md`.
+//! - [`Derivation`]: the hashed plan; [`Derivation::output_path`] (`docs/derivation.md`).
+//! - [`plan`]: resolved recipes ([`nexis_config::PackageGraph`]) to a [`Plan`] of
+//!   derivations, sources added to the store or fetched.
+//! - [`build`] one derivation, [`build_graph`] many in parallel (critical path first),
+//!   [`check`] one again for reproducibility; logs by [`read_log`].
+//! - [`run`] a [`SandboxSpec`]: the namespace sandbox (`docs/sandbox.md`).
+//! - The pipeline: [`evaluate_with_inputs`] (with [`FsLoader`] and [`Inputs`] over
+//!   `nexis.lock`), [`plan_system`], [`build_system`].
+//!
+//! The sandbox on its own:
 //!
 //! ```no_run
 //! use nexis_build::{SandboxSpec, host_tool_paths, run};
@@ -31,6 +39,8 @@ mod sandbox;
 mod builder;
 mod derivation;
 mod foreign;
+mod loader;
+mod pipeline;
 mod recipe;
 mod schedule;
 
@@ -39,6 +49,12 @@ pub use builder::{
     log_file, read_log,
 };
 pub use derivation::{DERIVATION_FORMAT, Derivation, OUT};
+pub use loader::{FsLoader, InputEvent, InputProgress, Inputs, InputsError, LockMode, read_lock};
+pub use pipeline::{
+    Evaluated, PipelineError, SystemBuild, SystemEvents, build_system, evaluate_with_inputs,
+    outputs_needed, plan_system, schedule_options, substitute_outputs, wanted_packages,
+    write_file_atomic,
+};
 pub use recipe::{Plan, PlanError, PlanSettings, plan, system};
 pub use schedule::{
     BuildEvent, BuildReport, DrvGraph, NodeIndex, ScheduleError, ScheduleOptions, build_graph,

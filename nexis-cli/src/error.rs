@@ -22,9 +22,6 @@ pub(crate) enum Error {
         #[source]
         source: io::Error,
     },
-    /// `nexis.lock` does not parse.
-    #[error(transparent)]
-    Lock { source: nexis_fetch::LockError },
     /// Fetching an input failed.
     #[error("cannot fetch `{input}`")]
     Fetch {
@@ -72,21 +69,9 @@ pub(crate) enum Error {
     /// `nexis config get` was given a key the configuration does not have.
     #[error("no key `{key}` in the configuration")]
     UnknownKey { key: String },
-    /// Packages' derivations could not be made.
-    #[error("cannot plan the build")]
-    Plan {
-        #[source]
-        source: nexis_build::PlanError,
-    },
-    /// The build graph could not be scheduled.
-    #[error("cannot schedule the builds")]
-    Schedule {
-        #[source]
-        source: nexis_build::ScheduleError,
-    },
-    /// `nexis build PKG` names no package of the configuration.
-    #[error("no package `{name}` in the configuration")]
-    UnknownPackage { name: String },
+    /// A step of the system pipeline (lock, plan, substitutes, scheduling) failed.
+    #[error(transparent)]
+    Pipeline(#[from] nexis_build::PipelineError),
     /// Some builds failed; each was reported.
     #[error("{failed} of {wanted} builds failed")]
     BuildsFailed { failed: usize, wanted: usize },

@@ -7,7 +7,6 @@
 mod cmd;
 mod context;
 mod error;
-mod loader;
 mod output;
 mod progress;
 

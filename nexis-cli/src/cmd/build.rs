@@ -1,11 +1,13 @@
 //! `nexis build`: build the system's packages, and `nexis log`: show a build's log.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use nexis_build::{BuildSettings, PlanSettings, ScheduleOptions, build_graph, plan};
+use nexis_build::{
+    BuildSettings, SystemEvents, build_graph, build_system, outputs_needed, plan_system,
+    schedule_options, wanted_packages,
+};
 use nexis_fetch::Fetcher;
 use nexis_store::{Store, StorePath, error_chain};
 
@@ -52,79 +54,78 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
     let path = ctx.config_path()?;
     let evaluation = super::evaluate_config(ctx, &path)?;
     let store = Store::open(ctx.root()).map_err(|source| Error::Store { source })?;
-    let fetcher = Fetcher::new(&store);
-    let config = &evaluation.spec.build;
-    let settings = PlanSettings {
-        extra_sandbox_paths: config
-            .extra_sandbox_paths
-            .iter()
-            .map(|p| p.value.clone())
-            .collect(),
-        source_dates: source_dates(&path)?,
-    };
-    let planned = plan(&store, &evaluation.packages, &settings, Some(&fetcher))
-        .map_err(|source| Error::Plan { source })?;
-
-    // What to build: the named packages, else everything the system asks for.
-    let mut wanted = Vec::new();
-    if args.packages.is_empty() {
-        wanted.extend(
-            evaluation
-                .packages
-                .roots
-                .keys()
-                .filter_map(|id| planned.nodes.get(id).copied()),
-        );
-    } else {
-        for name in &args.packages {
-            let by_name: Vec<&String> = planned
-                .nodes
-                .keys()
-                .filter(|id| *id == name || id.rsplit_once('#').is_some_and(|(_, n)| n == name))
-                .collect();
-            match by_name.as_slice() {
-                [id] => wanted.push(planned.nodes[*id]),
-                _ => return Err(Error::UnknownPackage { name: name.clone() }),
-            }
+    let options = schedule_options(
+        &evaluation.spec.build,
+        args.max_jobs,
+        args.cores,
+        args.keep_going,
+    );
+    if args.dry_run || args.check {
+        let fetcher = Fetcher::new(&store);
+        let planned = plan_system(&store, &evaluation, &path, Some(&fetcher))?;
+        let wanted = wanted_packages(&evaluation, &planned, &args.packages)?;
+        if args.dry_run {
+            return dry_run(ctx, &store, &planned, &wanted);
         }
-    }
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let pick = |arg: Option<usize>, conf: Option<&nexis_config::Spanned<u32>>| {
-        arg.or(conf.map(|c| c.value as usize))
-            .unwrap_or(cores)
-            .max(1)
-    };
-    let options = ScheduleOptions {
-        max_jobs: pick(args.max_jobs, config.max_jobs.as_ref()),
-        keep_going: args.keep_going,
-        settings: BuildSettings {
-            cores: pick(args.cores, config.cores.as_ref()),
-            timeout: None,
-        },
-    };
-
-    if args.dry_run {
-        return dry_run(ctx, &store, &planned, &wanted);
-    }
-    if !args.no_substitute && !args.check {
-        substitute(ctx, &store, &planned, &wanted, &evaluation.spec.store)?;
-    }
-    let (missing, _) = missing_outputs(&store, &planned, &wanted)?;
-    let progress =
-        crate::progress::BuildProgress::new(&ctx.out, &store, &planned.graph, missing.len() as u64);
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let report = std::thread::scope(|scope| {
-        scope.spawn(|| progress.follow_logs(&done));
-        let report = build_graph(&store, &planned.graph, &wanted, &options, &|event| {
-            progress.event(&event);
-        });
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        report
-    })
-    .map_err(|source| Error::Schedule { source })?;
-    if args.check && report.success() {
+        // What is checked must be built first.
+        let report = build_graph(&store, &planned.graph, &wanted, &options, &|_| {})
+            .map_err(nexis_build::PipelineError::from)?;
+        if !report.success() {
+            return Err(Error::BuildsFailed {
+                failed: report.failed.len(),
+                wanted: wanted.len(),
+            });
+        }
         return check(ctx, &store, &planned, &wanted, &options.settings);
     }
+
+    let progress: std::sync::OnceLock<crate::progress::BuildProgress<'_>> =
+        std::sync::OnceLock::new();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let warn = |w: &str| ctx.out.warn(w);
+    let built = std::thread::scope(|scope| {
+        let follow = scope.spawn(|| {
+            // The display exists once the plan is known.
+            while progress.get().is_none() && !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if let Some(p) = progress.get() {
+                p.follow_logs(&done);
+            }
+        });
+        let events = SystemEvents {
+            planned: &|plan, total| {
+                let _ = progress.set(crate::progress::BuildProgress::new(
+                    &ctx.out,
+                    &store,
+                    &plan.graph,
+                    total as u64,
+                ));
+            },
+            warn: &warn,
+            build: &|event| {
+                if let Some(p) = progress.get() {
+                    p.event(&event);
+                }
+            },
+        };
+        let built = build_system(
+            &store,
+            &evaluation,
+            &path,
+            &args.packages,
+            &options,
+            !args.no_substitute,
+            &events,
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = follow.join();
+        built
+    })?;
+    for p in &built.substituted {
+        ctx.out.status("substituted", &p.to_string());
+    }
+    let (planned, wanted, report) = (&built.plan, built.wanted.as_slice(), &built.report);
     // The outputs asked for, in order, and their `result` links.
     let mut lines = Vec::new();
     let link_dir = match &args.out_link_dir {
@@ -132,7 +133,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
         None => std::env::current_dir().map_err(|source| Error::CurrentDir { source })?,
     };
     let mut links = 0;
-    for &n in &wanted {
+    for &n in wanted {
         let Some(built) = report.built.get(&n) else {
             continue;
         };
@@ -168,121 +169,6 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
             wanted: wanted.len(),
         })
     }
-}
-
-/// The commit time of each git input in the lock beside the configuration `config`.
-fn source_dates(
-    config: &std::path::Path,
-) -> Result<std::collections::BTreeMap<String, i64>, Error> {
-    let file = config.with_file_name(nexis_fetch::LOCK_FILE);
-    let text = match std::fs::read_to_string(&file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(std::collections::BTreeMap::default());
-        }
-        Err(source) => return Err(Error::Read { path: file, source }),
-    };
-    let lock = nexis_fetch::Lock::parse(&text, &file).map_err(|source| Error::Lock { source })?;
-    Ok(lock
-        .inputs
-        .into_iter()
-        .filter_map(|(name, input)| {
-            if let nexis_fetch::LockedSource::Git { last_modified, .. } = input.source {
-                Some((name, last_modified))
-            } else {
-                None
-            }
-        })
-        .collect())
-}
-
-/// The outputs `wanted` needs (themselves included) that are not valid.
-fn missing_outputs(
-    store: &Store,
-    planned: &nexis_build::Plan,
-    wanted: &[petgraph::graph::NodeIndex],
-) -> Result<(Vec<StorePath>, Vec<StorePath>), Error> {
-    let mut seen = BTreeSet::new();
-    let mut stack: Vec<_> = wanted.to_vec();
-    let mut outputs = Vec::new();
-    while let Some(n) = stack.pop() {
-        if seen.insert(n) {
-            stack.extend(planned.graph.neighbors(n));
-            if let Ok(out) = planned.graph[n].output_path() {
-                outputs.push(out);
-            }
-        }
-    }
-    let (mut valid, mut missing) = (Vec::new(), Vec::new());
-    store
-        .with_db(|db| {
-            for out in outputs {
-                if db.is_valid(&out)? {
-                    valid.push(out);
-                } else {
-                    missing.push(out);
-                }
-            }
-            Ok::<_, nexis_store::DbError>(())
-        })
-        .map_err(|e| Error::Store { source: e.into() })?;
-    missing.sort();
-    valid.sort();
-    Ok((missing, valid))
-}
-
-/// Ask the configured binary caches for the outputs that are not valid; what they do not
-/// have (or what they serve that is refused) is built. A cache that fails is a warning.
-fn substitute(
-    ctx: &Context,
-    store: &Store,
-    planned: &nexis_build::Plan,
-    wanted: &[petgraph::graph::NodeIndex],
-    settings: &nexis_config::StoreSettings,
-) -> Result<(), Error> {
-    if settings.substituters.is_empty() {
-        return Ok(());
-    }
-    let (missing, _) = missing_outputs(store, planned, wanted)?;
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let urls: Vec<&str> = settings
-        .substituters
-        .iter()
-        .map(|u| u.value.as_str())
-        .collect();
-    let mut keys = Vec::new();
-    for k in &settings.trusted_public_keys {
-        keys.push(
-            nexis_store::PublicKey::parse(&k.value)
-                .map_err(|source| Error::TrustedKey { source })?,
-        );
-    }
-    let trust = nexis_store::Trust {
-        keys,
-        require_signatures: settings.require_signatures,
-    };
-    let warn = |w: &str| ctx.out.warn(w);
-    let result = nexis_fetch::Substituter::new(&urls)
-        .map_err(Box::new)
-        .and_then(|s| {
-            s.substitute(store, &missing, &trust, &warn)
-                .map_err(Box::new)
-        });
-    match result {
-        Ok(report) => {
-            for p in &report.substituted {
-                ctx.out.status("substituted", &p.to_string());
-            }
-        }
-        Err(e) => ctx.out.warn(&format!(
-            "substituting from {}: {}; building instead",
-            urls.join(", "),
-            error_chain(&e)
-        )),
-    }
-    Ok(())
 }
 
 /// Rebuild each of `wanted` and compare with its valid output.
@@ -356,7 +242,7 @@ fn dry_run(
     planned: &nexis_build::Plan,
     wanted: &[petgraph::graph::NodeIndex],
 ) -> Result<ExitCode, Error> {
-    let (missing, valid) = missing_outputs(store, planned, wanted)?;
+    let (missing, valid) = outputs_needed(store, planned, wanted)?;
     let to_build: Vec<String> = missing.iter().map(ToString::to_string).collect();
     let valid: Vec<String> = valid.iter().map(ToString::to_string).collect();
     if ctx.json {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::context::Context;
 use crate::error::Error;
-use crate::loader::{FsLoader, LockMode};
+use nexis_build::{FsLoader, LockMode};
 
 /// Check that the configuration evaluates; print every error with its place.
 #[derive(Debug, clap::Args)]

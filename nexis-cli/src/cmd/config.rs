@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::context::Context;
 use crate::error::Error;
-use crate::loader::{FsLoader, LockMode};
+use nexis_build::{FsLoader, LockMode};
 
 /// Read or edit the configuration
 #[derive(Debug, clap::Args)]

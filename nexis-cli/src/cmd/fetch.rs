@@ -8,7 +8,7 @@ use nexis_store::Store;
 
 use crate::context::Context;
 use crate::error::Error;
-use crate::loader::{FsLoader, LockMode};
+use nexis_build::{FsLoader, LockMode};
 
 /// Fetch an input reference into the store; print its store path and hashes
 #[derive(Debug, clap::Args)]
@@ -34,10 +34,10 @@ pub(crate) struct UpdateArgs {
 pub(crate) fn fetch(ctx: &Context, args: &FetchArgs) -> Result<ExitCode, Error> {
     let store = Store::open(ctx.root()).map_err(|source| Error::Store { source })?;
     let bars = ctx.out.multi();
-    let bar = crate::loader::fetch_bar(&bars, "fetch");
+    let bar = crate::progress::fetch_bar(&bars, "fetch");
     let shown = bar.clone();
     let fetched = Fetcher::new(&store)
-        .with_progress(move |event| crate::loader::show(&shown, event))
+        .with_progress(move |event| crate::progress::show(&shown, event))
         .fetch(&args.reference)
         .map_err(|source| Error::Fetch {
             input: args.reference.clone(),

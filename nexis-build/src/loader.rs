@@ -1,6 +1,5 @@
 //! [`FsLoader`]: the evaluator's window on the real filesystem, and on fetched inputs.
 
-use nexis_store::error_chain as chain;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
@@ -8,10 +7,39 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use nexis_config::{DirEntry, LoadError, Loader, normalize, path_input};
-use nexis_fetch::{FetchEvent, Fetcher, LOCK_FILE, Lock, LockedInput};
+use nexis_fetch::{FetchEvent, Fetcher, LOCK_FILE, Lock, LockError, LockedInput};
 use nexis_store::Store;
+use nexis_store::error_chain as chain;
 
-use crate::error::Error;
+/// What fetching one input is doing, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputEvent {
+    /// The fetch reports progress.
+    Fetch(FetchEvent),
+    /// The input is available (or failed): its display can go.
+    Done,
+}
+
+/// Where [`Inputs`] reports progress: the input's name and the event. Called from the
+/// threads that fetch inputs in parallel.
+pub type InputProgress = Box<dyn Fn(&str, InputEvent) + Send + Sync>;
+
+/// `nexis.lock` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InputsError {
+    /// Reading the file failed.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// It does not parse.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
 
 /// Reads configuration files and `path:` inputs from disk, and fetches other inputs into
 /// the store through `nexis.lock` when it has [`Inputs`].
@@ -19,41 +47,41 @@ use crate::error::Error;
 /// It can stand in a new text for one file ([`FsLoader::with_override`]), so an edit is
 /// evaluated before it is written.
 #[derive(Debug, Default)]
-pub(crate) struct FsLoader {
+pub struct FsLoader {
     replaced: Option<(PathBuf, String)>,
     inputs: Option<Inputs>,
 }
 
 impl FsLoader {
     /// A loader that reads `path:` inputs only.
-    pub(crate) fn new() -> FsLoader {
+    pub fn new() -> FsLoader {
         FsLoader::default()
     }
 
     /// A loader that reads `text` for `path` instead of the file's content.
-    pub(crate) fn with_override(path: &Path, text: String) -> FsLoader {
+    pub fn with_override(path: &Path, text: String) -> FsLoader {
         FsLoader {
             replaced: Some((normalize(path), text)),
             inputs: None,
         }
     }
 
-    /// Fetch inputs other than `path:` into the store at `root`, by the lock file beside
-    /// `config`, in `mode`.
-    pub(crate) fn fetching(mut self, inputs: Inputs) -> FsLoader {
+    /// Fetch inputs other than `path:` through `inputs` (into its store, by its lock).
+    #[must_use]
+    pub fn fetching(mut self, inputs: Inputs) -> FsLoader {
         self.inputs = Some(inputs);
         self
     }
 
-    /// The inputs, for [`Inputs::finish`] after evaluation.
-    pub(crate) fn inputs(&self) -> Option<&Inputs> {
-        self.inputs.as_ref()
+    /// The inputs, after evaluation: the lock they lead to.
+    pub fn into_inputs(self) -> Option<Inputs> {
+        self.inputs
     }
 }
 
 /// How evaluation treats `nexis.lock`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum LockMode {
+pub enum LockMode {
     /// Use the entries that apply; lock the inputs that have none; keep the rest.
     Use,
     /// As `Use`, and drop the entries of inputs the configuration no longer has.
@@ -63,8 +91,7 @@ pub(crate) enum LockMode {
 }
 
 /// The fetched inputs of one evaluation and the lock file they come from.
-#[derive(Debug)]
-pub(crate) struct Inputs {
+pub struct Inputs {
     root: PathBuf,
     lock_file: PathBuf,
     /// The lock as read (empty when there is no file).
@@ -74,30 +101,26 @@ pub(crate) struct Inputs {
     store: OnceLock<Result<Store, String>>,
     /// The entries this evaluation used or made.
     used: Mutex<Lock>,
-    /// One bar per input being fetched (hidden unless stderr is a terminal).
-    bars: indicatif::MultiProgress,
+    /// Where progress goes.
+    progress: Option<InputProgress>,
+}
+
+impl std::fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inputs")
+            .field("root", &self.root)
+            .field("lock_file", &self.lock_file)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Inputs {
     /// The inputs of the configuration `config`, fetched into the store at `root`, by
     /// `nexis.lock` beside `config` (read now; an invalid lock is an error).
-    pub(crate) fn new(
-        out: &crate::output::Output,
-        root: &Path,
-        config: &Path,
-        mode: LockMode,
-    ) -> Result<Inputs, Error> {
+    pub fn new(root: &Path, config: &Path, mode: LockMode) -> Result<Inputs, InputsError> {
         let lock_file = config.parent().unwrap_or(Path::new(".")).join(LOCK_FILE);
-        let old = match fs::read_to_string(&lock_file) {
-            Ok(text) => Lock::parse(&text, &lock_file).map_err(|source| Error::Lock { source })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Lock::default(),
-            Err(source) => {
-                return Err(Error::Read {
-                    path: lock_file,
-                    source,
-                });
-            }
-        };
+        let old = read_lock(&lock_file)?;
         Ok(Inputs {
             root: root.to_owned(),
             lock_file,
@@ -105,17 +128,24 @@ impl Inputs {
             mode,
             store: OnceLock::new(),
             used: Mutex::new(Lock::default()),
-            bars: out.multi(),
+            progress: None,
         })
     }
 
+    /// Report each input's progress to `progress`.
+    #[must_use]
+    pub fn with_progress(mut self, progress: InputProgress) -> Inputs {
+        self.progress = Some(progress);
+        self
+    }
+
     /// The lock file.
-    pub(crate) fn lock_file(&self) -> &Path {
+    pub fn lock_file(&self) -> &Path {
         &self.lock_file
     }
 
     /// The lock this evaluation leads to, and the lock as it was.
-    pub(crate) fn locks(&self) -> (Lock, &Lock) {
+    pub fn locks(&self) -> (Lock, &Lock) {
         let used = self
             .used
             .lock()
@@ -153,11 +183,14 @@ impl Inputs {
             .filter(|e| !refresh && e.original == url);
         // Inputs are fetched in parallel, each with its own fetcher; the git cache and
         // the store take their own locks.
-        let bar = fetch_bar(&self.bars, name);
-        let shown = bar.clone();
-        let fetcher = Fetcher::new(store).with_progress(move |event| show(&shown, event));
+        let mut fetcher = Fetcher::new(store);
+        if let Some(progress) = &self.progress {
+            fetcher = fetcher.with_progress(move |event| progress(name, InputEvent::Fetch(event)));
+        }
         let result = fetch_one(&fetcher, url, entry);
-        bar.finish_and_clear();
+        if let Some(progress) = &self.progress {
+            progress(name, InputEvent::Done);
+        }
         let (path, locked) = result?;
         self.used
             .lock()
@@ -168,43 +201,15 @@ impl Inputs {
     }
 }
 
-/// A bar in `bars` for fetching `label`: what is being done, and bytes for downloads.
-pub(crate) fn fetch_bar(bars: &indicatif::MultiProgress, label: &str) -> indicatif::ProgressBar {
-    let bar = bars.add(indicatif::ProgressBar::no_length());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix:>12} {msg} {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .expect("a valid template"),
-    );
-    bar.set_prefix(label.to_owned());
-    bar
-}
-
-/// Show `event` on `bar`.
-pub(crate) fn show(bar: &indicatif::ProgressBar, event: FetchEvent) {
-    match event {
-        FetchEvent::Git => bar.set_message("fetching from git"),
-        FetchEvent::GitObjects {
-            objects,
-            total,
-            bytes,
-        } => {
-            match total {
-                Some(total) => bar.set_message(format!("objects {objects}/{total}")),
-                None => bar.set_message(format!("objects {objects}")),
-            }
-            bar.set_position(bytes);
-        }
-        FetchEvent::Download { received, total } => {
-            bar.set_message("downloading");
-            if let Some(total) = total {
-                bar.set_length(total);
-            }
-            bar.set_position(received);
-        }
-        FetchEvent::Unpacking => bar.set_message("unpacking"),
-        FetchEvent::Adding => bar.set_message("adding to the store"),
+/// The lock at `file`; an empty one when there is no such file.
+pub fn read_lock(file: &Path) -> Result<Lock, InputsError> {
+    match fs::read_to_string(file) {
+        Ok(text) => Ok(Lock::parse(&text, file)?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Lock::default()),
+        Err(source) => Err(InputsError::Read {
+            path: file.to_owned(),
+            source,
+        }),
     }
 }
 
