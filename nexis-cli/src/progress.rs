@@ -142,7 +142,7 @@ impl<'a> BuildProgress<'a> {
         while !done.load(std::sync::atomic::Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
             tick += 1;
-            if tick % 10 != 0 {
+            if !tick.is_multiple_of(10) {
                 continue;
             }
             let running: Vec<(indicatif::ProgressBar, PathBuf)> = self
