@@ -6,6 +6,12 @@
 #
 #   benches/build-noop.sh [REPEATS]   (default 5; the no-op figure is the median)
 #
+# When Nix is installed (Debian: apt-get install -y --no-install-recommends nix-bin), the
+# same 1,000 derivations and dependencies (`system.nix`, written by gen-system: each a
+# /bin/sh builder writing one file) are built and rebuilt by `nix-build` into a chroot
+# store with its sandbox on, the same host paths bound and the same number of jobs, and
+# the ratios are printed.
+#
 # Needs cargo and GNU time at /usr/bin/time (optional, peak RSS). Works under a
 # temporary directory in $BENCH_DIR (default /var/tmp), removed at exit.
 
@@ -36,7 +42,7 @@ start=$(date +%s.%N)
 nexis build --no-link >/dev/null 2>&1
 end=$(date +%s.%N)
 total=$(echo "$end - $start" | bc -l)
-printf 'first build: %.3f s, %.2f ms per build (wall, %s jobs)\n' "$total" \
+printf 'nexis first build: %.3f s, %.2f ms per build (wall, %s jobs)\n' "$total" \
     "$(echo "$total * 1000 / $paths" | bc -l)" "$(nproc)"
 
 times=()
@@ -46,7 +52,31 @@ for _ in $(seq "$REPEATS"); do
     e=$(date +%s.%N)
     times+=("$(echo "$e - $s" | bc -l)")
 done
-printf 'no-op build (median of %s): %.1f ms\n' "$REPEATS" "$(echo "$(echo "${times[*]}" | median) * 1000" | bc -l)"
+noop=$(echo "${times[*]}" | median)
+printf 'nexis no-op build (median of %s): %.1f ms\n' "$REPEATS" "$(echo "$noop * 1000" | bc -l)"
 if [ -x /usr/bin/time ]; then
-    /usr/bin/time -f 'no-op peak RSS: %M KiB' "$NEXIS" --root "$WORK/root" --config "$CONFIG" build --no-link >/dev/null
+    /usr/bin/time -f 'nexis no-op peak RSS: %M KiB' "$NEXIS" --root "$WORK/root" --config "$CONFIG" build --no-link >/dev/null
 fi
+
+if ! command -v nix-build >/dev/null; then
+    echo "nix-build not found: no side-by-side figures"
+    exit 0
+fi
+export NIX_CONFIG=$'build-users-group =\nexperimental-features = nix-command\nsandbox = true\n'"extra-sandbox-paths = /bin /usr /lib /lib64"$'\nsubstituters =\n'"max-jobs = $(nproc)"
+nixb() { nix-build --store "$WORK/nixstore" "$WORK/system/system.nix" --no-out-link "$@"; }
+start=$(date +%s.%N)
+nixb >/dev/null 2>"$WORK/nix.log" || { tail -5 "$WORK/nix.log"; exit 1; }
+end=$(date +%s.%N)
+nix_total=$(echo "$end - $start" | bc -l)
+printf 'Nix first build: %.3f s, %.2f ms per build; Nix/nexis %.1fx\n' "$nix_total" \
+    "$(echo "$nix_total * 1000 / $paths" | bc -l)" "$(echo "$nix_total / $total" | bc -l)"
+times=()
+for _ in $(seq "$REPEATS"); do
+    s=$(date +%s.%N)
+    nixb >/dev/null 2>&1
+    e=$(date +%s.%N)
+    times+=("$(echo "$e - $s" | bc -l)")
+done
+nix_noop=$(echo "${times[*]}" | median)
+printf 'Nix no-op build (median of %s): %.1f ms; Nix/nexis %.1fx\n' "$REPEATS" \
+    "$(echo "$nix_noop * 1000" | bc -l)" "$(echo "$nix_noop / $noop" | bc -l)"

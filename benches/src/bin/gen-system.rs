@@ -1,7 +1,9 @@
 //! Write the generated target-size configuration to a folder, for the end-to-end build
 //! benchmark (`benches/build-noop.sh`).
 //!
-//! `gen-system DIR [trivial|autotools]`: `DIR/nexis.toml`, `DIR/modules/`, `DIR/pkgs/`.
+//! `gen-system DIR [trivial|autotools]`: `DIR/nexis.toml`, `DIR/modules/`, `DIR/pkgs/`;
+//! with trivial recipes also `DIR/system.nix`, the same packages and dependencies as Nix
+//! derivations (for the side-by-side run through Nix 2.8).
 
 #![allow(clippy::print_stderr)]
 
@@ -34,5 +36,55 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if recipes == Recipes::Trivial {
+        let evaluation = match nexis_config::evaluate(&loader, nexis_benches::ROOT.as_ref()) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("{}", e.render(false));
+                return ExitCode::FAILURE;
+            }
+        };
+        let nix = nix_expression(&evaluation.packages);
+        if let Err(e) = std::fs::write(Path::new(dir).join("system.nix"), nix) {
+            eprintln!("system.nix: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     ExitCode::SUCCESS
+}
+
+/// The packages as Nix derivations: each a `/bin/sh` builder writing one file with its
+/// dependencies' paths (as the trivial recipes do with `$PATH`); the value is the list of
+/// the packages the system asks for.
+fn nix_expression(packages: &nexis_config::PackageGraph) -> String {
+    use std::fmt::Write as _;
+    let attr = |id: &str| id.replace(['#', '.', '/'], "_");
+    let mut out = String::from(
+        "let\n  mk = name: deps: derivation {\n    inherit name;\n    system = \"x86_64-linux\";\n    \
+         builder = \"/bin/sh\";\n    args = [ \"-c\" \"/bin/mkdir $out; echo ${name} ${toString deps} > $out/f\" ];\n  };\n  \
+         p = rec {\n",
+    );
+    for pkg in packages.iter() {
+        let mut deps: Vec<String> = packages
+            .deps(&pkg.id, nexis_config::DepKind::Build)
+            .into_iter()
+            .chain(packages.deps(&pkg.id, nexis_config::DepKind::Runtime))
+            .map(attr)
+            .collect();
+        deps.sort();
+        let _ = writeln!(
+            out,
+            "    {} = mk \"{}-{}\" [ {} ];",
+            attr(&pkg.id),
+            pkg.name,
+            pkg.version,
+            deps.join(" ")
+        );
+    }
+    out.push_str("  };\nin [\n");
+    for id in packages.roots.keys() {
+        let _ = writeln!(out, "  p.{}", attr(id));
+    }
+    out.push_str("]\n");
+    out
 }
