@@ -319,6 +319,33 @@ pub fn substitute_outputs(
     )))
 }
 
+/// Which of `paths` the binary caches of `[store]` have (by their info files; nothing
+/// is downloaded), in order. A cache that is down costs one `warn`ing.
+pub fn substitutable(
+    paths: &[StorePath],
+    settings: &StoreSettings,
+    warn: &dyn Fn(&str),
+) -> Vec<StorePath> {
+    use nexis_store::CacheSource as _;
+    if settings.substituters.is_empty() || paths.is_empty() {
+        return Vec::new();
+    }
+    let urls: Vec<&str> = settings
+        .substituters
+        .iter()
+        .map(|u| u.value.as_str())
+        .collect();
+    let Ok(substituter) = Substituter::new(&urls) else {
+        return Vec::new();
+    };
+    let mut caches = substituter.caches(warn);
+    paths
+        .iter()
+        .filter(|p| matches!(caches.info(p), Ok(Some(_))))
+        .cloned()
+        .collect()
+}
+
 /// What [`build_system`] did.
 #[derive(Debug)]
 pub struct SystemBuild {

@@ -305,6 +305,15 @@ fn outputs_come_from_a_binary_cache_when_it_has_them() {
     );
     let config = config_with(dir.path(), &["app"], &format!("{recipes}{store_section}"));
     let fresh = tempfile::tempdir().unwrap();
+    let (dry, _) = ok(&nexis(
+        fresh.path(),
+        &config,
+        dir.path(),
+        &["build", "--dry-run", "--json"],
+    ));
+    let dry: serde_json::Value = serde_json::from_str(&dry).unwrap();
+    assert_eq!(dry["substitute"].as_array().unwrap().len(), 2, "{dry}");
+    assert_eq!(dry["build"].as_array().unwrap().len(), 0, "{dry}");
     let (out, err) = ok(&nexis(
         fresh.path(),
         &config,
@@ -393,4 +402,37 @@ fn an_output_naming_a_store_path_it_was_not_given_is_refused() {
         &["build", "--dry-run"],
     ));
     assert!(dry.contains("these 1 paths would be built"), "{dry}");
+}
+
+#[test]
+fn a_wrong_source_hash_and_an_unknown_build_system_are_errors_with_their_place() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("data.txt"), "payload\n").unwrap();
+    let url = format!("file://{}/data.txt", dir.path().display());
+    let config = config_with(
+        dir.path(),
+        &["pinned"],
+        &format!(
+            "[recipes.pinned]\nversion = \"1\"\n\
+             source = {{ url = \"{url}\", hash = \"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\" }}\n\
+             build = {{ system = \"script\", script = \"cp data.txt $out/\" }}\n"
+        ),
+    );
+    let err = failed(&nexis(root.path(), &config, dir.path(), &["build"]));
+    assert!(
+        err.contains("package self#pinned: fetching its source") && err.contains("sha256-47DEQpj8"),
+        "{err}"
+    );
+
+    let config = config_with(
+        dir.path(),
+        &["odd"],
+        "[recipes.odd]\nversion = \"1\"\nbuild = { system = \"scons\" }\n",
+    );
+    let err = failed(&nexis(root.path(), &config, dir.path(), &["build"]));
+    assert!(
+        err.contains("scons") && err.contains("nexis.toml:"),
+        "{err}"
+    );
 }

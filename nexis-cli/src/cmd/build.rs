@@ -65,7 +65,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
         let planned = plan_system(&store, &evaluation, &path, Some(&fetcher))?;
         let wanted = wanted_packages(&evaluation, &planned, &args.packages)?;
         if args.dry_run {
-            return dry_run(ctx, &store, &planned, &wanted);
+            return dry_run(ctx, &store, &planned, &wanted, &evaluation.spec.store);
         }
         // What is checked must be built first.
         let report = build_graph(&store, &planned.graph, &wanted, &options, &|_| {})
@@ -235,26 +235,41 @@ fn check(
     }
 }
 
-/// Print what a build would do: outputs that are valid, and those that would be built.
+/// Print what a build would do: outputs that caches have, those that would be built,
+/// and those that are valid. (Sources were fetched to name the outputs.)
 fn dry_run(
     ctx: &Context,
     store: &Store,
     planned: &nexis_build::Plan,
     wanted: &[petgraph::graph::NodeIndex],
+    settings: &nexis_config::StoreSettings,
 ) -> Result<ExitCode, Error> {
     let (missing, valid) = outputs_needed(store, planned, wanted)?;
-    let to_build: Vec<String> = missing.iter().map(ToString::to_string).collect();
-    let valid: Vec<String> = valid.iter().map(ToString::to_string).collect();
+    let cached = nexis_build::substitutable(&missing, settings, &|w| ctx.out.warn(w));
+    let names = |v: &mut dyn Iterator<Item = &StorePath>| -> Vec<String> {
+        v.map(ToString::to_string).collect()
+    };
+    let substitute = names(&mut cached.iter());
+    let build = names(&mut missing.iter().filter(|p| !cached.contains(p)));
+    let valid = names(&mut valid.iter());
     if ctx.json {
-        ctx.out
-            .json(&serde_json::json!({ "build": to_build, "valid": valid }))?;
+        ctx.out.json(&serde_json::json!({
+            "substitute": substitute,
+            "build": build,
+            "valid": valid,
+        }))?;
     } else {
-        let mut text = format!("these {} paths would be built:", to_build.len());
-        for p in &to_build {
-            text.push_str("\n  ");
-            text.push_str(p);
+        let mut text = String::new();
+        for (list, what) in [
+            (&substitute, "would be substituted"),
+            (&build, "would be built"),
+        ] {
+            let _ = writeln!(text, "these {} paths {what}:", list.len());
+            for p in list {
+                let _ = writeln!(text, "  {p}");
+            }
         }
-        let _ = write!(text, "\n{} paths are valid already", valid.len());
+        let _ = write!(text, "{} paths are valid already", valid.len());
         ctx.out.data(&text)?;
     }
     Ok(ExitCode::SUCCESS)
