@@ -51,9 +51,9 @@ pub use builder::{
 pub use derivation::{DERIVATION_FORMAT, Derivation, OUT};
 pub use loader::{FsLoader, InputEvent, InputProgress, Inputs, InputsError, LockMode, read_lock};
 pub use pipeline::{
-    Evaluated, PipelineError, SystemBuild, SystemEvents, build_system, evaluate_with_inputs,
-    outputs_needed, plan_system, schedule_options, substitutable, substitute_outputs,
-    wanted_packages, write_file_atomic,
+    Evaluated, PipelineError, SystemBuild, SystemEvents, build_system, closure_outputs,
+    evaluate_with_inputs, outputs_needed, plan_system, schedule_options, substitutable,
+    substitute_outputs, wanted_packages, write_file_atomic,
 };
 pub use recipe::{Plan, PlanError, PlanSettings, plan, system};
 pub use schedule::{

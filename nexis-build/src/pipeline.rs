@@ -56,6 +56,9 @@ pub enum PipelineError {
         #[source]
         source: nexis_store::SignError,
     },
+    /// The outputs could not be made temporary GC roots.
+    #[error("recording the outputs as temporary roots")]
+    TempRoots(#[source] Box<nexis_store::StoreError>),
     /// The builds could not be scheduled.
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
@@ -242,13 +245,8 @@ pub fn schedule_options(
     }
 }
 
-/// The outputs `wanted` needs (themselves included): those that are not valid, and
-/// those that are, each sorted.
-pub fn outputs_needed(
-    store: &Store,
-    plan: &Plan,
-    wanted: &[NodeIndex],
-) -> Result<(Vec<StorePath>, Vec<StorePath>), PipelineError> {
+/// The output paths `wanted` needs, themselves included, in no particular order.
+pub fn closure_outputs(plan: &Plan, wanted: &[NodeIndex]) -> Vec<StorePath> {
     let mut seen = BTreeSet::new();
     let mut stack: Vec<NodeIndex> = wanted.to_vec();
     let mut outputs = Vec::new();
@@ -260,6 +258,17 @@ pub fn outputs_needed(
             }
         }
     }
+    outputs
+}
+
+/// The outputs `wanted` needs (themselves included): those that are not valid, and
+/// those that are, each sorted.
+pub fn outputs_needed(
+    store: &Store,
+    plan: &Plan,
+    wanted: &[NodeIndex],
+) -> Result<(Vec<StorePath>, Vec<StorePath>), PipelineError> {
+    let outputs = closure_outputs(plan, wanted);
     let (mut missing, mut valid) = (Vec::new(), Vec::new());
     store.with_db(|db| {
         for out in outputs {
@@ -390,6 +399,11 @@ pub fn build_system(
     let fetcher = nexis_fetch::Fetcher::new(store);
     let plan = plan_system(store, evaluation, config, Some(&fetcher))?;
     let wanted = wanted_packages(evaluation, &plan, packages)?;
+    // Every output this run needs is a temporary root before its validity is looked at,
+    // so a collection running meanwhile keeps what is valid (and what gets built).
+    store
+        .add_temp_roots(&closure_outputs(&plan, &wanted))
+        .map_err(|e| PipelineError::TempRoots(Box::new(e)))?;
     let mut substituted = Vec::new();
     if substitute {
         match substitute_outputs(store, &plan, &wanted, &evaluation.spec.store, events.warn)? {

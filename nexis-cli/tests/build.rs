@@ -436,3 +436,56 @@ fn a_wrong_source_hash_and_an_unknown_build_system_are_errors_with_their_place()
         "{err}"
     );
 }
+
+#[test]
+fn a_collection_during_a_build_keeps_what_the_build_needs() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        dir.path(),
+        &["app"],
+        "[recipes.lib]\nversion = \"1\"\nbuild = { system = \"script\", script = \"echo lib > $out/f\" }\n\
+         [recipes.app]\nversion = \"1\"\n\
+         build = { system = \"script\", deps = [\"lib\"], script = \"sleep 2; cat $lib/f > $out/f; echo $lib >> $out/f\" }\n",
+    );
+    // lib is valid and nothing roots it.
+    let (lib, _) = ok(&nexis(
+        root.path(),
+        &config,
+        dir.path(),
+        &["build", "--no-link", "lib"],
+    ));
+    let lib = lib.trim().to_owned();
+    let build = Command::new(env!("CARGO_BIN_EXE_nexis"))
+        .current_dir(dir.path())
+        .arg("--root")
+        .arg(root.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["build", "app"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let (_, gc) = ok(&Command::new(env!("CARGO_BIN_EXE_nexis"))
+        .arg("--root")
+        .arg(root.path())
+        .arg("gc")
+        .output()
+        .unwrap());
+    let out = build.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\ngc: {gc}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("result/f")).unwrap(),
+        format!("lib\n{lib}\n")
+    );
+    assert!(
+        valid(root.path(), &lib),
+        "the build's dependency was collected"
+    );
+}
