@@ -489,3 +489,114 @@ fn a_collection_during_a_build_keeps_what_the_build_needs() {
         "the build's dependency was collected"
     );
 }
+
+/// A recipe `NAME` built by `system` from the folder `src/NAME` with `files`; its output
+/// must hold `bin/NAME` printing `NAME`.
+fn build_system_case(
+    dir: &Path,
+    name: &str,
+    system: &str,
+    files: &[(&str, &str)],
+    extra: &str,
+) -> String {
+    for (file, text) in files {
+        let path = dir.join("src").join(name).join(file);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, text).unwrap();
+        if file.ends_with("configure") {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+    format!(
+        "[recipes.{name}]\nversion = \"1\"\nsource = {{ path = \"src/{name}\" }}\n\
+         build = {{ system = \"{system}\", env = {{ CC = \"gcc\"{extra} }} }}\n"
+    )
+}
+
+#[test]
+fn every_build_system_builds_a_small_c_program() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = |name: &str| {
+        format!("#include <stdio.h>\nint main(void) {{ puts(\"{name}\"); return 0; }}\n")
+    };
+    let mut recipes = String::new();
+    let mut names = vec!["viaauto", "viamake"];
+    recipes += &build_system_case(
+        dir.path(),
+        "viaauto",
+        "autotools",
+        &[
+            ("main.c", &c("viaauto")),
+            (
+                "configure",
+                "#!/bin/sh\n# A hand-written configure: takes --prefix, writes the Makefile.\n\
+                 for a; do case $a in --prefix=*) prefix=${a#--prefix=};; esac; done\n\
+                 printf 'viaauto: main.c\\n\\t$(CC) -O2 main.c -o viaauto\\ninstall: viaauto\\n\\tmkdir -p %s/bin && cp viaauto %s/bin/\\n' \"$prefix\" \"$prefix\" > Makefile\n",
+            ),
+        ],
+        "",
+    );
+    recipes += &build_system_case(
+        dir.path(),
+        "viamake",
+        "make",
+        &[
+            ("main.c", &c("viamake")),
+            (
+                "Makefile",
+                "viamake: main.c\n\t$(CC) -O2 main.c -o viamake\ninstall: viamake\n\tmkdir -p $(PREFIX)/bin && cp viamake $(PREFIX)/bin/\n",
+            ),
+        ],
+        "",
+    );
+    if Path::new("/usr/bin/cmake").exists() {
+        names.push("viacmake");
+        recipes += &build_system_case(
+            dir.path(),
+            "viacmake",
+            "cmake",
+            &[
+                ("main.c", &c("viacmake")),
+                (
+                    "CMakeLists.txt",
+                    "cmake_minimum_required(VERSION 3.10)\nproject(viacmake C)\nadd_executable(viacmake main.c)\ninstall(TARGETS viacmake)\n",
+                ),
+            ],
+            "",
+        );
+    } else {
+        eprintln!("skipping the cmake case: no /usr/bin/cmake");
+    }
+    if Path::new("/usr/bin/meson").exists() && Path::new("/usr/bin/ninja").exists() {
+        names.push("viameson");
+        recipes += &build_system_case(
+            dir.path(),
+            "viameson",
+            "meson",
+            &[
+                ("main.c", &c("viameson")),
+                (
+                    "meson.build",
+                    "project('viameson', 'c')\nexecutable('viameson', 'main.c', install: true)\n",
+                ),
+            ],
+            "",
+        );
+    } else {
+        eprintln!("skipping the meson case: no /usr/bin/meson or ninja");
+    }
+    let config = config_with(dir.path(), &names, &recipes);
+    let (out, _) = ok(&nexis(root.path(), &config, dir.path(), &["build"]));
+    assert_eq!(out.lines().count(), names.len(), "{out}");
+    for name in names {
+        let bin = dir.path().join(format!("result-{name}/bin/{name}"));
+        let run = Command::new(&bin).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout),
+            format!("{name}\n"),
+            "{name}"
+        );
+    }
+}
