@@ -1,8 +1,29 @@
 //! Activating NexisOS systems.
 //!
-//! Builds the system toplevel (the `etc` tree, the `sw` profile, service files, boot
-//! files, the activation manifest), manages generations and profiles, switches atomically
-//! (one symlink rename), writes /etc, users and groups, home files and Dinit services,
-//! boot loader entries, rollback and drift checks.
+//! Builds the system toplevel (the `etc` tree, the `sw` profile, the activation
+//! manifest), manages generations and profiles, and puts a generation in effect on a
+//! root atomically, with a journal that makes an interrupted activation finish on the
+//! next run (`docs/activation.md`).
 //!
-//! This crate is filled by the activation issue; nothing is implemented yet.
+//! - [`build_toplevel`]: a system (spec and package outputs) to a [`Toplevel`] in the
+//!   store, with its [`Manifest`].
+//! - [`Profiles`]: generations (`system-N-link`) and the boot default (`system`).
+//! - [`Target`]: a root; [`Target::activate`] a generation as a [`Mode`],
+//!   [`Target::recover`] an interrupted activation.
+//!
+//! - [`SystemDiff`]: what a switch changes (packages, `/etc`).
+//!
+//! Still to come (the activation issue): users and groups, home files, services
+//! (Dinit), boot entries and the drift check.
+
+mod activate;
+mod diff;
+mod generation;
+mod manifest;
+mod toplevel;
+
+pub use activate::{ActivateError, ActivationReport, Mode, Target};
+pub use diff::SystemDiff;
+pub use generation::{Generation, GenerationError, Profiles};
+pub use manifest::{EtcEntry, EtcKind, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestPackage};
+pub use toplevel::{SystemPackage, Toplevel, ToplevelError, build_toplevel};
