@@ -147,11 +147,9 @@ impl<'s> Target<'s> {
 
     /// The manifest of a toplevel.
     pub fn manifest(&self, toplevel: &StorePath) -> Result<Manifest, ActivateError> {
-        Manifest::read(&self.store.physical(toplevel)).map_err(|source| {
-            ActivateError::Manifest {
-                path: toplevel.clone(),
-                source,
-            }
+        Manifest::read(&self.store.physical(toplevel)).map_err(|source| ActivateError::Manifest {
+            path: toplevel.clone(),
+            source,
         })
     }
 
@@ -228,7 +226,9 @@ impl<'s> Target<'s> {
                 continue;
             }
             let previous = old.and_then(|m| m.etc.get(rel));
-            if state == State::Other && !previous.is_some_and(|p| state_of(&dest, rel, p).ok() == Some(State::Ours)) {
+            if state == State::Other
+                && !previous.is_some_and(|p| state_of(&dest, rel, p).ok() == Some(State::Ours))
+            {
                 report.kept.push(rel.clone());
                 continue;
             }
@@ -239,7 +239,8 @@ impl<'s> Target<'s> {
                     replace_link(&dest, &Path::new("/etc/static").join(rel))?;
                 }
                 EtcKind::Symlink => {
-                    let target = fs::read_link(source.join(rel)).map_err(io_at(&source.join(rel)))?;
+                    let target =
+                        fs::read_link(source.join(rel)).map_err(io_at(&source.join(rel)))?;
                     replace_link(&dest, &target)?;
                 }
                 EtcKind::Real => {
@@ -293,15 +294,23 @@ fn state_of(dest: &Path, rel: &str, entry: &EtcEntry) -> Result<State, ActivateE
         }
         EtcKind::Symlink => {
             meta.file_type().is_symlink()
-                && blake3::hash(fs::read_link(dest).map_err(io_at(dest))?.as_os_str().as_encoded_bytes())
-                    .to_hex()
-                    .as_str()
+                && blake3::hash(
+                    fs::read_link(dest)
+                        .map_err(io_at(dest))?
+                        .as_os_str()
+                        .as_encoded_bytes(),
+                )
+                .to_hex()
+                .as_str()
                     == entry.hash
         }
         EtcKind::Real => {
             meta.is_file()
                 && format!("{:04o}", meta.permissions().mode() & 0o7777) == entry.mode
-                && blake3::hash(&fs::read(dest).map_err(io_at(dest))?).to_hex().as_str() == entry.hash
+                && blake3::hash(&fs::read(dest).map_err(io_at(dest))?)
+                    .to_hex()
+                    .as_str()
+                    == entry.hash
         }
     };
     Ok(if ours { State::Ours } else { State::Other })
@@ -323,7 +332,12 @@ fn id_of(etc: &Path, file: &str, name: &str) -> Option<u32> {
 
 /// Write a real file: a temporary beside it with the mode, and the owner and group when
 /// the root knows them (else root's), synced, renamed over it.
-fn write_real(dest: &Path, bytes: &[u8], entry: &EtcEntry, etc: &Path) -> Result<(), ActivateError> {
+fn write_real(
+    dest: &Path,
+    bytes: &[u8],
+    entry: &EtcEntry,
+    etc: &Path,
+) -> Result<(), ActivateError> {
     let mode = u32::from_str_radix(&entry.mode, 8).unwrap_or(0o644);
     let tmp = dest.with_file_name(format!(
         ".{}.nexis-tmp",

@@ -150,7 +150,10 @@ impl Profiles {
     /// Make generation `n` the boot default (one rename).
     pub fn set_current(&self, n: u32) -> Result<(), GenerationError> {
         self.get(n)?;
-        replace_link(&self.dir.join(SYSTEM), Path::new(&format!("system-{n}-link")))
+        replace_link(
+            &self.dir.join(SYSTEM),
+            Path::new(&format!("system-{n}-link")),
+        )
     }
 
     /// The generation before `n` (for a rollback).
@@ -186,7 +189,9 @@ pub(crate) fn replace_link(link: &Path, target: &Path) -> Result<(), GenerationE
     fs::create_dir_all(dir).map_err(io_at(dir))?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
-        link.file_name().expect("a link has a name").to_string_lossy(),
+        link.file_name()
+            .expect("a link has a name")
+            .to_string_lossy(),
         std::process::id()
     ));
     let _ = fs::remove_file(&tmp);

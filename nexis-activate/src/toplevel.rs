@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use nexis_config::SystemSpec;
 use nexis_store::{Store, StorePath, remove_tree};
 
-use crate::manifest::{EtcEntry, EtcKind, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestPackage};
+use crate::manifest::{
+    EtcEntry, EtcKind, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestPackage,
+};
 
 /// A package of the system profile: its id, version and output path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +31,9 @@ pub struct SystemPackage {
 #[derive(Debug, thiserror::Error)]
 pub enum ToplevelError {
     /// Two packages provide the same file in `sw/`.
-    #[error("packages {first} and {second} both provide sw/{file}; remove one of them from the system packages")]
+    #[error(
+        "packages {first} and {second} both provide sw/{file}; remove one of them from the system packages"
+    )]
     Collision {
         /// The file, relative to the profile.
         file: String,
@@ -104,7 +108,10 @@ impl EtcFile {
 fn etc_files(spec: &SystemSpec) -> Result<BTreeMap<String, EtcFile>, ToplevelError> {
     let mut out = BTreeMap::new();
     let s = &spec.system;
-    out.insert("hostname".into(), EtcFile::text(format!("{}\n", s.hostname.value)));
+    out.insert(
+        "hostname".into(),
+        EtcFile::text(format!("{}\n", s.hostname.value)),
+    );
     let mut hosts = format!(
         "127.0.0.1 localhost\n::1 localhost\n127.0.1.1 {}\n",
         s.hostname.value
@@ -121,7 +128,10 @@ fn etc_files(spec: &SystemSpec) -> Result<BTreeMap<String, EtcFile>, ToplevelErr
             ..EtcFile::text("")
         },
     );
-    out.insert("timezone".into(), EtcFile::text(format!("{}\n", s.timezone.value)));
+    out.insert(
+        "timezone".into(),
+        EtcFile::text(format!("{}\n", s.timezone.value)),
+    );
     out.insert(
         "locale.conf".into(),
         EtcFile::text(format!("LANG={}\n", s.locale.value)),
@@ -155,8 +165,16 @@ fn etc_files(spec: &SystemSpec) -> Result<BTreeMap<String, EtcFile>, ToplevelErr
             EtcFile {
                 content: Content::Text(content),
                 mode: file.mode.as_ref().map_or(0o644, |m| m.value.0),
-                owner: file.owner.as_ref().map_or("root", |o| o.value.as_str()).to_owned(),
-                group: file.group.as_ref().map_or("root", |g| g.value.as_str()).to_owned(),
+                owner: file
+                    .owner
+                    .as_ref()
+                    .map_or("root", |o| o.value.as_str())
+                    .to_owned(),
+                group: file
+                    .group
+                    .as_ref()
+                    .map_or("root", |g| g.value.as_str())
+                    .to_owned(),
             },
         );
     }
@@ -171,7 +189,10 @@ fn kind_of(file: &EtcFile) -> EtcKind {
         Content::Text(_) => {
             let plain = file.owner == "root"
                 && file.group == "root"
-                && (file.mode == 0o644 || file.mode == 0o444 || file.mode == 0o755 || file.mode == 0o555);
+                && (file.mode == 0o644
+                    || file.mode == 0o444
+                    || file.mode == 0o755
+                    || file.mode == 0o555);
             if plain { EtcKind::Link } else { EtcKind::Real }
         }
     }
@@ -318,7 +339,11 @@ fn merge<'a>(
 fn collision(rel: &Path, owners: &BTreeMap<PathBuf, &str>, id: &str) -> ToplevelError {
     ToplevelError::Collision {
         file: rel.display().to_string(),
-        first: owners.get(rel).copied().unwrap_or("another package").to_owned(),
+        first: owners
+            .get(rel)
+            .copied()
+            .unwrap_or("another package")
+            .to_owned(),
         second: id.to_owned(),
     }
 }

@@ -69,6 +69,15 @@ pub(crate) enum Error {
     /// `nexis config get` was given a key the configuration does not have.
     #[error("no key `{key}` in the configuration")]
     UnknownKey { key: String },
+    /// A generation could not be activated.
+    #[error(transparent)]
+    Activate(#[from] nexis_activate::ActivateError),
+    /// The profile of generations failed.
+    #[error(transparent)]
+    Generation(#[from] nexis_activate::GenerationError),
+    /// The system toplevel could not be made.
+    #[error(transparent)]
+    Toplevel(#[from] nexis_activate::ToplevelError),
     /// A step of the system pipeline (lock, plan, substitutes, scheduling) failed.
     #[error(transparent)]
     Pipeline(#[from] nexis_build::PipelineError),

@@ -79,6 +79,12 @@ enum Command {
     Update(cmd::fetch::UpdateArgs),
     Build(cmd::build::Args),
     Log(cmd::build::LogArgs),
+    Switch(cmd::system::SwitchArgs),
+    Boot(cmd::system::BootArgs),
+    Test(cmd::system::TestArgs),
+    Rollback(cmd::system::RollbackArgs),
+    Generations(cmd::system::GenerationsArgs),
+    Diff(cmd::system::DiffArgs),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +106,12 @@ fn main() -> ExitCode {
         Command::Update(args) => cmd::fetch::update(&ctx, args),
         Command::Build(args) => cmd::build::run(&ctx, args),
         Command::Log(args) => cmd::build::log(&ctx, args),
+        Command::Switch(args) => cmd::system::switch(&ctx, args),
+        Command::Boot(args) => cmd::system::boot(&ctx, args),
+        Command::Test(args) => cmd::system::test(&ctx, args),
+        Command::Rollback(args) => cmd::system::rollback(&ctx, args),
+        Command::Generations(args) => cmd::system::generations(&ctx, args),
+        Command::Diff(args) => cmd::system::diff(&ctx, args),
     };
     match result {
         Ok(code) => code,

@@ -79,52 +79,15 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
         return check(ctx, &store, &planned, &wanted, &options.settings);
     }
 
-    let progress: std::sync::OnceLock<crate::progress::BuildProgress<'_>> =
-        std::sync::OnceLock::new();
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let warn = |w: &str| ctx.out.warn(w);
-    let built = std::thread::scope(|scope| {
-        let follow = scope.spawn(|| {
-            // The display exists once the plan is known.
-            while progress.get().is_none() && !done.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            if let Some(p) = progress.get() {
-                p.follow_logs(&done);
-            }
-        });
-        let events = SystemEvents {
-            planned: &|plan, total| {
-                let _ = progress.set(crate::progress::BuildProgress::new(
-                    &ctx.out,
-                    &store,
-                    &plan.graph,
-                    total as u64,
-                ));
-            },
-            warn: &warn,
-            build: &|event| {
-                if let Some(p) = progress.get() {
-                    p.event(&event);
-                }
-            },
-        };
-        let built = build_system(
-            &store,
-            &evaluation,
-            &path,
-            &args.packages,
-            &options,
-            !args.no_substitute,
-            &events,
-        );
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = follow.join();
-        built
-    })?;
-    for p in &built.substituted {
-        ctx.out.status("substituted", &p.to_string());
-    }
+    let built = build_with_progress(
+        ctx,
+        &store,
+        &evaluation,
+        &path,
+        &args.packages,
+        &options,
+        !args.no_substitute,
+    )?;
     let (planned, wanted, report) = (&built.plan, built.wanted.as_slice(), &built.report);
     // The outputs asked for, in order, and their `result` links.
     let mut lines = Vec::new();
@@ -169,6 +132,60 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
             wanted: wanted.len(),
         })
     }
+}
+
+/// [`build_system`] with the build display and warnings on stderr; substituted paths are
+/// reported.
+pub(crate) fn build_with_progress(
+    ctx: &Context,
+    store: &Store,
+    evaluation: &nexis_config::Evaluation,
+    config: &std::path::Path,
+    packages: &[String],
+    options: &nexis_build::ScheduleOptions,
+    substitute: bool,
+) -> Result<nexis_build::SystemBuild, Error> {
+    let progress: std::sync::OnceLock<crate::progress::BuildProgress<'_>> =
+        std::sync::OnceLock::new();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let warn = |w: &str| ctx.out.warn(w);
+    let built = std::thread::scope(|scope| {
+        let follow = scope.spawn(|| {
+            // The display exists once the plan is known.
+            while progress.get().is_none() && !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if let Some(p) = progress.get() {
+                p.follow_logs(&done);
+            }
+        });
+        let events = SystemEvents {
+            planned: &|plan, total| {
+                let _ = progress.set(crate::progress::BuildProgress::new(
+                    &ctx.out,
+                    store,
+                    &plan.graph,
+                    total as u64,
+                ));
+            },
+            warn: &warn,
+            build: &|event| {
+                if let Some(p) = progress.get() {
+                    p.event(&event);
+                }
+            },
+        };
+        let built = build_system(
+            store, evaluation, config, packages, options, substitute, &events,
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = follow.join();
+        built
+    })?;
+    for p in &built.substituted {
+        ctx.out.status("substituted", &p.to_string());
+    }
+    Ok(built)
 }
 
 /// Rebuild each of `wanted` and compare with its valid output.

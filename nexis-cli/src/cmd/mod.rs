@@ -11,6 +11,7 @@ pub(crate) mod init;
 pub(crate) mod man;
 pub(crate) mod schema;
 pub(crate) mod store;
+pub(crate) mod system;
 
 use std::path::Path;
 

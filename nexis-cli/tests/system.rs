@@ -1,0 +1,259 @@
+//! `nexis switch`, `test`, `boot`, `rollback`, `generations` and `diff` on temporary
+//! roots, with a copy of the demo configuration.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn nexis(root: &Path, config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nexis"))
+        .current_dir(config.parent().unwrap())
+        .arg("--root")
+        .arg(root)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) -> (String, String) {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (
+        String::from_utf8(o.stdout.clone()).unwrap(),
+        String::from_utf8(o.stderr.clone()).unwrap(),
+    )
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else {
+            fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+/// A copy of the demo configuration, to edit.
+fn demo_copy(dir: &Path) -> PathBuf {
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo"),
+        dir,
+    );
+    dir.join("nexis.toml")
+}
+
+/// Read `/etc/NAME` inside `root`, resolving links in the root's namespace.
+fn read_etc(root: &Path, name: &str) -> String {
+    let mut queue: std::collections::VecDeque<std::ffi::OsString> = ["etc", name]
+        .iter()
+        .flat_map(|p| Path::new(p).iter().map(std::ffi::OsStr::to_os_string))
+        .collect();
+    let mut resolved = PathBuf::from("/");
+    let mut hops = 0;
+    while let Some(c) = queue.pop_front() {
+        let candidate = resolved.join(&c);
+        let physical = root.join(candidate.strip_prefix("/").unwrap());
+        match fs::read_link(&physical) {
+            Ok(target) => {
+                hops += 1;
+                assert!(hops < 40, "too many links for /etc/{name}");
+                if target.is_absolute() {
+                    resolved = PathBuf::from("/");
+                }
+                for (i, part) in target.iter().filter(|p| *p != "/").enumerate() {
+                    queue.insert(i, part.to_os_string());
+                }
+            }
+            Err(_) => resolved = candidate,
+        }
+    }
+    fs::read_to_string(root.join(resolved.strip_prefix("/").unwrap())).unwrap()
+}
+
+fn generations(root: &Path, config: &Path) -> serde_json::Value {
+    let (out, _) = ok(&nexis(root, config, &["--json", "generations"]));
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn switch_change_switch_rollback_and_generations() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    let config = demo_copy(conf.path());
+
+    // The first switch: generation 1, running and the boot default.
+    let (out, err) = ok(&nexis(root.path(), &config, &["switch"]));
+    assert!(
+        out.contains("+ /etc/hostname") && out.contains("+ local#hello 2.12.1"),
+        "{out}"
+    );
+    assert!(err.contains("activated: generation 1"), "{err}");
+    assert_eq!(read_etc(root.path(), "hostname"), "nexis-demo\n");
+    assert_eq!(read_etc(root.path(), "motd"), "Welcome to nexis-demo\n");
+    let g = generations(root.path(), &config);
+    assert_eq!(g.as_array().unwrap().len(), 1);
+    assert_eq!(g[0]["boot-default"], true);
+    assert_eq!(g[0]["running"], true);
+    let first = g[0]["toplevel"].as_str().unwrap().to_owned();
+    // The toplevel holds the system profile.
+    let sw = root
+        .path()
+        .join(first.trim_start_matches('/'))
+        .join("sw/bin");
+    assert!(fs::symlink_metadata(sw.join("hello")).is_ok());
+
+    // The same configuration again: the same generation.
+    let (out, _) = ok(&nexis(root.path(), &config, &["switch"]));
+    assert!(out.contains("no changes"), "{out}");
+    assert_eq!(
+        generations(root.path(), &config).as_array().unwrap().len(),
+        1
+    );
+
+    // A file made by hand where the generation has one is kept and reported.
+    fs::remove_file(root.path().join("etc/motd")).unwrap();
+    fs::write(root.path().join("etc/motd"), "mine\n").unwrap();
+
+    // Change the configuration: another host name, no /etc/issue, a new file.
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("hostname = \"nexis-demo\"", "hostname = \"box\"")
+        .replace(
+            "[files.\"/etc/issue\"]\nsource = \"files/issue\"\ntemplate = true\nvars = { release = \"0.1\" }\n",
+            "[files.\"/etc/nexis/note\"]\ntext = \"second\\n\"\nmode = \"0600\"\n",
+        );
+    fs::write(&config, text).unwrap();
+    let (diff, _) = ok(&nexis(root.path(), &config, &["diff"]));
+    assert!(
+        diff.contains("~ /etc/hostname")
+            && diff.contains("- /etc/issue")
+            && diff.contains("+ /etc/nexis/note"),
+        "{diff}"
+    );
+    let (_, err) = ok(&nexis(root.path(), &config, &["switch"]));
+    assert!(err.contains("activated: generation 2"), "{err}");
+    assert!(
+        err.contains("/etc/motd was made or changed by hand"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(root.path().join("etc/motd")).unwrap(),
+        "mine\n"
+    );
+    assert_eq!(read_etc(root.path(), "hostname"), "box\n");
+    assert!(fs::symlink_metadata(root.path().join("etc/issue")).is_err());
+    // A file with its own mode is a real file with that mode.
+    let note = root.path().join("etc/nexis/note");
+    let meta = fs::symlink_metadata(&note).unwrap();
+    assert!(meta.is_file());
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    // Rollback: generation 1 is running and the boot default again.
+    let (_, err) = ok(&nexis(root.path(), &config, &["rollback"]));
+    assert!(err.contains("activated: generation 1"), "{err}");
+    assert_eq!(read_etc(root.path(), "hostname"), "nexis-demo\n");
+    assert!(read_etc(root.path(), "issue").contains("0.1"));
+    assert!(fs::symlink_metadata(&note).is_err());
+    let g = generations(root.path(), &config);
+    assert_eq!(g[0]["running"], true);
+    assert_eq!(g[0]["boot-default"], true);
+
+    // `diff 1 2` between generations, and switching to one by number.
+    let (diff, _) = ok(&nexis(root.path(), &config, &["diff", "1", "2"]));
+    assert!(diff.contains("~ /etc/hostname"), "{diff}");
+    ok(&nexis(
+        root.path(),
+        &config,
+        &["switch", "--generation", "2"],
+    ));
+    assert_eq!(read_etc(root.path(), "hostname"), "box\n");
+
+    // The current generation cannot be deleted; another can, and gc frees it.
+    let o = nexis(root.path(), &config, &["generations", "delete", "2"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("generation 2 is the one the system boots")
+    );
+    // GC keeps every generation's closure.
+    ok(&nexis(root.path(), &config, &["gc"]));
+    assert!(root.path().join(first.trim_start_matches('/')).exists());
+    ok(&nexis(
+        root.path(),
+        &config,
+        &["generations", "delete", "1"],
+    ));
+    assert_eq!(
+        generations(root.path(), &config).as_array().unwrap().len(),
+        1
+    );
+}
+
+#[test]
+fn test_and_boot_change_only_what_they_say() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    let config = demo_copy(conf.path());
+    ok(&nexis(root.path(), &config, &["switch"]));
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("hostname = \"nexis-demo\"", "hostname = \"tested\"");
+    fs::write(&config, text).unwrap();
+
+    // `test`: running now, not the boot default.
+    ok(&nexis(root.path(), &config, &["test"]));
+    assert_eq!(read_etc(root.path(), "hostname"), "tested\n");
+    let g = generations(root.path(), &config);
+    assert_eq!(g[1]["running"], true);
+    assert_eq!(g[1]["boot-default"], false);
+    assert_eq!(g[0]["boot-default"], true);
+
+    // `boot`: the boot default, nothing changes now.
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("hostname = \"tested\"", "hostname = \"later\"");
+    fs::write(&config, text).unwrap();
+    ok(&nexis(root.path(), &config, &["boot"]));
+    assert_eq!(read_etc(root.path(), "hostname"), "tested\n");
+    let g = generations(root.path(), &config);
+    assert_eq!(g[2]["boot-default"], true);
+    assert_eq!(g[2]["running"], false);
+
+    // --dry-run prints the plan and changes nothing.
+    let (out, _) = ok(&nexis(root.path(), &config, &["switch", "--dry-run"]));
+    assert!(out.contains("~ /etc/hostname"), "{out}");
+    assert_eq!(read_etc(root.path(), "hostname"), "tested\n");
+    assert_eq!(
+        generations(root.path(), &config).as_array().unwrap().len(),
+        3
+    );
+}
+
+#[test]
+fn an_interrupted_activation_is_finished_by_the_next_command() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    let config = demo_copy(conf.path());
+    ok(&nexis(root.path(), &config, &["switch"]));
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("hostname = \"nexis-demo\"", "hostname = \"second\"");
+    fs::write(&config, text).unwrap();
+    ok(&nexis(root.path(), &config, &["boot"]));
+    // As if a `switch` to 2 had been killed right after writing its journal.
+    fs::write(
+        root.path().join("nexis/var/nexis/activating"),
+        "switch\n2\n",
+    )
+    .unwrap();
+    let (_, err) = ok(&nexis(root.path(), &config, &["rollback"]));
+    assert!(err.contains("finished an interrupted activation"), "{err}");
+    // The interrupted switch to 2 was finished, then rolled back to 1.
+    assert_eq!(read_etc(root.path(), "hostname"), "nexis-demo\n");
+    assert!(!root.path().join("nexis/var/nexis/activating").exists());
+}
