@@ -151,8 +151,10 @@ fn switch_change_switch_rollback_and_generations() {
     let note = root.path().join("etc/nexis/note");
     let meta = fs::symlink_metadata(&note).unwrap();
     assert!(meta.is_file());
-    use std::os::unix::fs::PermissionsExt as _;
-    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
 
     // Rollback: generation 1 is running and the boot default again.
     let (_, err) = ok(&nexis(root.path(), &config, &["rollback"]));
