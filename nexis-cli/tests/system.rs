@@ -259,3 +259,130 @@ fn an_interrupted_activation_is_finished_by_the_next_command() {
     assert_eq!(read_etc(root.path(), "hostname"), "nexis-demo\n");
     assert!(!root.path().join("nexis/var/nexis/activating").exists());
 }
+
+/// Whether `/etc` of `root` is exactly what the manifest of `toplevel` says: every entry
+/// in place, `/etc/static` pointing at its `etc/`, and none of `others` (files only
+/// another generation has) present.
+fn etc_matches(root: &Path, toplevel: &str, others: &[&str]) -> Result<(), String> {
+    let physical = root.join(toplevel.trim_start_matches('/'));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(physical.join("manifest.json")).unwrap()).unwrap();
+    let stat = fs::read_link(root.join("etc/static")).map_err(|e| format!("etc/static: {e}"))?;
+    if stat != Path::new(toplevel).join("etc") {
+        return Err(format!("etc/static -> {}", stat.display()));
+    }
+    for (rel, entry) in manifest["etc"].as_object().unwrap() {
+        let dest = root.join("etc").join(rel);
+        let want = entry["hash"].as_str().unwrap();
+        let got = match entry["kind"].as_str().unwrap() {
+            "link" => {
+                let t = fs::read_link(&dest).map_err(|e| format!("{rel}: {e}"))?;
+                if t != Path::new("/etc/static").join(rel) {
+                    return Err(format!("{rel} -> {}", t.display()));
+                }
+                continue;
+            }
+            "symlink" => blake3::hash(
+                fs::read_link(&dest)
+                    .map_err(|e| format!("{rel}: {e}"))?
+                    .as_os_str()
+                    .as_encoded_bytes(),
+            ),
+            _ => blake3::hash(&fs::read(&dest).map_err(|e| format!("{rel}: {e}"))?),
+        };
+        if got.to_hex().as_str() != want {
+            return Err(format!("{rel}: other content"));
+        }
+    }
+    for rel in others {
+        if !manifest["etc"].as_object().unwrap().contains_key(*rel)
+            && fs::symlink_metadata(root.join("etc").join(rel)).is_ok()
+        {
+            return Err(format!("{rel} is left from the other generation"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_switch_killed_at_any_instant_leaves_one_generation_in_full() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    let config = demo_copy(conf.path());
+    ok(&nexis(root.path(), &config, &["switch"]));
+    // Generation 2 differs in a linked file, a real file and a removed one.
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("hostname = \"nexis-demo\"", "hostname = \"other\"")
+        .replace(
+            "[files.\"/etc/issue\"]\nsource = \"files/issue\"\ntemplate = true\nvars = { release = \"0.1\" }\n",
+            "[files.\"/etc/nexis/secret\"]\ntext = \"s\\n\"\nmode = \"0600\"\n",
+        );
+    fs::write(&config, text).unwrap();
+    ok(&nexis(root.path(), &config, &["boot"]));
+    ok(&nexis(
+        root.path(),
+        &config,
+        &["switch", "--generation", "1"],
+    ));
+    let g = generations(root.path(), &config);
+    let tops: Vec<String> = (0..2)
+        .map(|i| g[i]["toplevel"].as_str().unwrap().to_owned())
+        .collect();
+    let others = ["issue", "nexis/secret"];
+
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut killed = 0;
+    let mut outcomes = std::collections::BTreeSet::new();
+    for trial in 0..60 {
+        let target = if trial % 2 == 0 { "2" } else { "1" };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nexis"))
+            .arg("--root")
+            .arg(root.path())
+            .arg("--config")
+            .arg(&config)
+            .args(["switch", "--generation", target])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(std::time::Duration::from_micros(seed % 12_000));
+        let _ = child.kill();
+        if !child.wait().unwrap().success() {
+            killed += 1;
+        }
+        // The next command finishes what was interrupted.
+        ok(&nexis(
+            root.path(),
+            &config,
+            &["switch", "--dry-run", "--generation", "1"],
+        ));
+        let g = generations(root.path(), &config);
+        let running: Vec<usize> = (0..2).filter(|&i| g[i]["running"] == true).collect();
+        let boot: Vec<usize> = (0..2).filter(|&i| g[i]["boot-default"] == true).collect();
+        assert_eq!(running.len(), 1, "trial {trial}: {g}");
+        assert_eq!(
+            running, boot,
+            "trial {trial}: running and boot default differ: {g}"
+        );
+        let now = running[0];
+        outcomes.insert(now);
+        if let Err(e) = etc_matches(root.path(), &tops[now], &others) {
+            panic!("trial {trial}: /etc is not generation {}'s: {e}", now + 1);
+        }
+        assert!(!root.path().join("nexis/var/nexis/activating").exists());
+    }
+    eprintln!("{killed} of 60 switches were interrupted");
+    assert!(
+        killed >= 10,
+        "only {killed} of 60 switches were interrupted"
+    );
+    assert_eq!(
+        outcomes.len(),
+        2,
+        "every trial ended in the same generation"
+    );
+}
