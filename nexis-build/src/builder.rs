@@ -176,11 +176,7 @@ pub fn build(
     drv: &Derivation,
     settings: &BuildSettings,
 ) -> Result<Built, BuildError> {
-    let path = drv.output_path().map_err(|source| BuildError::Path {
-        name: drv.name.clone(),
-        version: drv.version.clone(),
-        source,
-    })?;
+    let path = output_of(drv)?;
     let store_err = |e: Box<dyn std::error::Error + Send + Sync>| BuildError::Store {
         path: path.clone(),
         source: e,
@@ -198,6 +194,15 @@ pub fn build(
     let result = build_in(store, drv, &path, &scratch, settings);
     let _ = remove_tree(&scratch);
     result
+}
+
+/// The output path of `drv`, or why it has none.
+fn output_of(drv: &Derivation) -> Result<StorePath, BuildError> {
+    drv.output_path().map_err(|source| BuildError::Path {
+        name: drv.name.clone(),
+        version: drv.version.clone(),
+        source,
+    })
 }
 
 /// The output, if it is valid.
@@ -464,11 +469,7 @@ pub fn check(
     drv: &Derivation,
     settings: &BuildSettings,
 ) -> Result<CheckReport, BuildError> {
-    let path = drv.output_path().map_err(|source| BuildError::Path {
-        name: drv.name.clone(),
-        version: drv.version.clone(),
-        source,
-    })?;
+    let path = output_of(drv)?;
     let store_err = |e: Box<dyn std::error::Error + Send + Sync>| BuildError::Store {
         path: path.clone(),
         source: e,

@@ -139,38 +139,25 @@ impl Store {
 
     /// Take the per-path lock of `path` (blocking): held while the path is being added.
     pub(crate) fn lock_path(&self, path: &StorePath) -> Result<File, StoreError> {
-        let file = self.state_dir.join("locks").join(path.hash_part());
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&file)
-            .map_err(io_err(&file))?;
-        f.lock().map_err(io_err(&file))?;
-        Ok(f)
+        self.lock_file(&path.hash_part(), true)
     }
 
     /// Take the build lock of the output `path` (blocking): held by whoever builds or
     /// substitutes it, so that two processes never make the same output at once. It is
     /// not the path lock that adding takes, so the holder can add the path.
     pub fn lock_build(&self, path: &StorePath) -> Result<File, StoreError> {
-        let file = self
-            .state_dir
-            .join("locks")
-            .join(format!("{}.build", path.hash_part()));
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&file)
-            .map_err(io_err(&file))?;
-        f.lock().map_err(io_err(&file))?;
-        Ok(f)
+        self.lock_file(&format!("{}.build", path.hash_part()), true)
     }
 
     /// Take the GC lock: shared for adding, exclusive for collecting.
     pub(crate) fn lock_gc(&self, exclusive: bool) -> Result<File, StoreError> {
-        let file = self.state_dir.join("locks/gc");
+        self.lock_file("gc", exclusive)
+    }
+
+    /// Open `locks/NAME` (made when missing) and lock it, exclusively or shared; the
+    /// lock lasts as long as the returned file.
+    fn lock_file(&self, name: &str, exclusive: bool) -> Result<File, StoreError> {
+        let file = self.state_dir.join("locks").join(name);
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)

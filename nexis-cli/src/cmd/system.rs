@@ -154,11 +154,10 @@ fn build_and_activate(ctx: &Context, mode: Mode, dry_run: bool) -> Result<ExitCo
     let target = Target::new(&store);
     recover(ctx, &target)?;
     let toplevel = build_configuration(ctx, &store)?;
+    show_plan(ctx, &target, &toplevel.manifest)?;
     if dry_run {
-        show_plan(ctx, &target, &toplevel.manifest)?;
         return Ok(ExitCode::SUCCESS);
     }
-    show_plan(ctx, &target, &toplevel.manifest)?;
     let generation = Profiles::new(&store).add(&toplevel.path)?;
     let r = target.activate(generation.number, mode)?;
     report(ctx, generation.number, &r);
