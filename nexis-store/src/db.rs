@@ -528,7 +528,12 @@ impl Db {
             source,
         };
         let json = serde_json_array(&paths.iter().map(StorePath::base_name).collect::<Vec<_>>());
-        let tx = self.conn.transaction().map_err(err)?;
+        // Immediate: this transaction reads the table before it writes, and a deferred
+        // one would fail at once (no busy wait) if another writer committed between.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
         // A handful of statements whatever the number of paths: the batch's ids, then
         // their edges (those among the batch must go first, so that the batch can be
         // deleted at all), then the rows.
@@ -799,6 +804,34 @@ mod tests {
             Db::open(&file),
             Err(DbError::TooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn invalidate_waits_for_a_concurrent_writer_instead_of_failing() {
+        // A collector's invalidate reads the table, then writes. If another connection
+        // commits in between, a deferred transaction fails at once with "database is
+        // locked" (its snapshot is stale; SQLite does not wait). It must wait instead.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db.sqlite");
+        let mut writer = Db::open(&file).unwrap();
+        let (a, b) = (sp("a"), sp("b"));
+        writer.register(&[info(&a, &[])]).unwrap();
+        let mut collector = Db::open(&file).unwrap();
+        let tx = writer
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        tx.execute(
+            "INSERT INTO valid_paths(path, tree_hash, archive_size, registered)
+             VALUES (?1, zeroblob(32), 1, 0)",
+            [b.base_name()],
+        )
+        .unwrap();
+        let collector = std::thread::spawn(move || collector.invalidate(&[a]));
+        std::thread::sleep(Duration::from_millis(200));
+        tx.commit().unwrap();
+        collector.join().unwrap().unwrap();
+        assert!(writer.is_valid(&b).unwrap());
     }
 
     #[test]
