@@ -1,23 +1,37 @@
-//! Putting a generation in effect on a root: `/etc` and `/run/current-system`, with a
-//! journal so that an interrupted activation is finished by the next one.
+//! Putting a generation in effect on a root: `/etc`, declared files elsewhere, home
+//! directories and home files, and `/run/current-system`, with a journal so that an
+//! interrupted activation is finished by the next one.
 //!
 //! Order: the journal names the target; `/etc/static` is pointed at the new `etc/` (one
 //! rename, which switches every linked file at once); real files and new links are
-//! written (each atomically), files only the old generation had are removed; then
-//! `/run/current-system` is pointed at the new toplevel (one rename), the boot default
-//! is set when asked, and the journal is removed. A kill at any instant leaves the
-//! journal, and the next activation ([`recover`]) does the same steps again: every
-//! step is idempotent.
+//! written (each atomically), files only the old generation had are removed (the
+//! account database among them, so owners are known from here on); then declared files
+//! outside `/etc`, home directories and home files; then `/run/current-system` is
+//! pointed at the new toplevel (one rename, which also switches every linked home file),
+//! the boot default is set when asked, and the journal is removed. A kill at any
+//! instant leaves the journal, and the next activation ([`Target::recover`]) does the
+//! same steps again: every step is idempotent.
+//!
+//! Files somebody else made or changed are never silently overwritten: under `/etc` and
+//! elsewhere they are kept and reported; in a home they are moved aside to
+//! `NAME.nexis-backup` (then `.1`, `.2`…) and reported. The account database (`passwd`,
+//! `group`, `shadow`, `gshadow`) is the configuration's and is always written.
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use nexis_store::{Store, StorePath};
 
+use crate::boot::{BootEntry, BootError, BootReport, BootSpec, write_boot_entries};
+use crate::fsutil;
 use crate::generation::{GenerationError, Profiles, replace_link};
-use crate::manifest::{EtcEntry, EtcKind, Manifest};
+use crate::manifest::{FileEntry, FileKind, Manifest};
+
+/// `/etc` files that are the configuration's alone: written whatever is there.
+const AUTHORITATIVE: &[&str] = &["passwd", "group", "shadow", "gshadow"];
 
 /// Where activation keeps its journal, relative to the store's state folder.
 const JOURNAL: &str = "activating";
@@ -76,6 +90,9 @@ pub enum ActivateError {
     /// The profile could not be changed.
     #[error(transparent)]
     Generation(#[from] GenerationError),
+    /// The boot entries could not be written (nothing else was changed).
+    #[error(transparent)]
+    Boot(#[from] BootError),
     /// The journal names something that is not a generation.
     #[error("the activation journal {} is damaged: {reason}", path.display())]
     Journal {
@@ -93,16 +110,39 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ActivateError + '_ {
     }
 }
 
-/// What an activation did to `/etc`.
+/// What an activation did. Paths are as the root sees them (`/etc/motd`,
+/// `/home/alice/.profile`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ActivationReport {
-    /// Files (relative to `/etc`) written or linked anew.
+    /// Files written or linked anew.
     pub written: Vec<String>,
     /// Files the previous generation had and this one does not, removed.
     pub removed: Vec<String>,
     /// Files left alone because somebody else made or changed them (they are reported,
-    /// never overwritten), with what the generation wanted there.
+    /// never overwritten), or because their folder is reached through a symbolic link.
     pub kept: Vec<String>,
+    /// Home files that were in the way, moved aside: (the file, where it went).
+    pub backed_up: Vec<(String, String)>,
+    /// Home directories created.
+    pub homes_created: Vec<String>,
+    /// What the boot entries needed (none for `nexis test`).
+    pub boot: Option<BootReport>,
+}
+
+/// One area of the root that a generation puts files in.
+struct Area<'a> {
+    /// The folder files go in (physical).
+    dest: PathBuf,
+    /// Where `link` entries point, below which the entry's path follows (logical).
+    link_base: PathBuf,
+    /// The generation's copies (physical).
+    source: PathBuf,
+    /// The same folder as the root sees it, for reports.
+    shown: String,
+    /// Move other files aside instead of keeping them (homes).
+    backup: bool,
+    /// Entries written whatever is there.
+    authoritative: &'a [&'a str],
 }
 
 /// A root to activate generations on: its store and its folders.
@@ -183,6 +223,19 @@ impl<'s> Target<'s> {
         let generation = profiles.get(n)?;
         let journal = self.journal();
         write_atomic(&journal, format!("{}\n{n}\n", mode.as_str()).as_bytes())?;
+        // The boot entries first: when /boot is too small this fails before anything
+        // else changed, so the journal goes too.
+        let boot = if mode == Mode::Test {
+            None
+        } else {
+            match self.boot_entries(n) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    fs::remove_file(&journal).map_err(io_at(&journal))?;
+                    return Err(e);
+                }
+            }
+        };
         let mut report = ActivationReport::default();
         if mode != Mode::Boot {
             let new = self.manifest(&generation.toplevel)?;
@@ -190,7 +243,7 @@ impl<'s> Target<'s> {
                 Some(p) if p != generation.toplevel => self.manifest(&p).ok(),
                 _ => None,
             };
-            report = self.apply_etc(&generation.toplevel, &new, old.as_ref())?;
+            report = self.apply(&generation.toplevel, &new, old.as_ref())?;
             replace_link(
                 &self.current_system_link(),
                 Path::new(&generation.toplevel.to_string()),
@@ -200,11 +253,51 @@ impl<'s> Target<'s> {
             profiles.set_current(n)?;
         }
         fs::remove_file(&journal).map_err(io_at(&journal))?;
+        report.boot = boot;
         Ok(report)
     }
 
-    /// Make `/etc` the new generation's, keeping what others made.
-    fn apply_etc(
+    /// Write the boot entries with generation `default` as the default: the newest
+    /// generations (as many as its `[boot] keep-generations` says) and `default`, for
+    /// those that have a kernel. Entries of other generations are removed. Nothing is
+    /// written when the default generation has no kernel or no boot loader.
+    pub fn boot_entries(&self, default: u32) -> Result<BootReport, ActivateError> {
+        let profiles = Profiles::new(self.store);
+        let Some(settings) = self.manifest(&profiles.get(default)?.toplevel)?.boot else {
+            return Ok(BootReport::default());
+        };
+        let mut list = profiles.list()?;
+        list.sort_by_key(|g| std::cmp::Reverse(g.number));
+        let keep = usize::try_from(settings.keep).unwrap_or(usize::MAX);
+        let mut entries = Vec::new();
+        for (i, g) in list.iter().enumerate() {
+            if i >= keep && g.number != default {
+                continue;
+            }
+            let Some(files) = self.manifest(&g.toplevel)?.boot else {
+                continue;
+            };
+            let physical = |logical: &str| self.root.join(logical.trim_start_matches('/'));
+            entries.push(BootEntry {
+                generation: g.number,
+                created: g.created,
+                toplevel: g.toplevel.to_string(),
+                kernel: physical(&files.kernel),
+                initrd: files.initrd.as_deref().map(physical),
+                params: files.params,
+            });
+        }
+        let spec = BootSpec {
+            loader: settings.loader,
+            timeout: settings.timeout,
+            default,
+            entries,
+        };
+        Ok(write_boot_entries(&self.root.join("boot"), &spec)?)
+    }
+
+    /// Put the new generation's files in place, keeping what others made.
+    fn apply(
         &self,
         toplevel: &StorePath,
         new: &Manifest,
@@ -213,64 +306,239 @@ impl<'s> Target<'s> {
         let etc = self.etc();
         fs::create_dir_all(&etc).map_err(io_at(&etc))?;
         // One rename switches every linked file.
-        replace_link(
-            &etc.join("static"),
-            &Path::new(&toplevel.to_string()).join("etc"),
-        )?;
-        let source = self.store.physical(toplevel).join("etc");
+        let logical = Path::new(&toplevel.to_string()).to_owned();
+        replace_link(&etc.join("static"), &logical.join("etc"))?;
+        let top = self.store.physical(toplevel);
         let mut report = ActivationReport::default();
-        for (rel, entry) in &new.etc {
-            let dest = etc.join(rel);
-            let state = state_of(&dest, rel, entry)?;
-            if state == State::Ours {
-                continue;
-            }
-            let previous = old.and_then(|m| m.etc.get(rel));
-            if state == State::Other
-                && !previous.is_some_and(|p| state_of(&dest, rel, p).ok() == Some(State::Ours))
-            {
-                report.kept.push(rel.clone());
-                continue;
-            }
-            let parent = dest.parent().expect("below etc");
-            fs::create_dir_all(parent).map_err(io_at(parent))?;
-            match entry.kind {
-                EtcKind::Link => {
-                    replace_link(&dest, &Path::new("/etc/static").join(rel))?;
-                }
-                EtcKind::Symlink => {
-                    let target =
-                        fs::read_link(source.join(rel)).map_err(io_at(&source.join(rel)))?;
-                    replace_link(&dest, &target)?;
-                }
-                EtcKind::Real => {
-                    let bytes = fs::read(source.join(rel)).map_err(io_at(&source.join(rel)))?;
-                    write_real(&dest, &bytes, entry, &etc)?;
-                }
-            }
-            report.written.push(rel.clone());
-        }
+        let empty = BTreeMap::new();
+        let area = Area {
+            dest: etc.clone(),
+            link_base: PathBuf::from("/etc/static"),
+            source: top.join("etc"),
+            shown: "/etc".into(),
+            backup: false,
+            authoritative: AUTHORITATIVE,
+        };
+        self.apply_area(&area, &new.etc, old.map_or(&empty, |m| &m.etc), &mut report)?;
+        let area = Area {
+            dest: self.root.clone(),
+            link_base: PathBuf::from("/"),
+            source: top.join("files"),
+            shown: String::new(),
+            backup: false,
+            authoritative: &[],
+        };
+        let files = |m: &Manifest| -> BTreeMap<String, FileEntry> {
+            m.files
+                .iter()
+                .map(|(k, v)| (k.trim_start_matches('/').to_owned(), v.clone()))
+                .collect()
+        };
+        let old_files = old.map(files).unwrap_or_default();
+        self.apply_area(&area, &files(new), &old_files, &mut report)?;
+        self.make_homes(new, &mut report)?;
+        let mut users: Vec<&String> = new.home.keys().collect();
         if let Some(old) = old {
-            for (rel, entry) in &old.etc {
-                if new.etc.contains_key(rel) {
-                    continue;
-                }
-                let dest = etc.join(rel);
-                match state_of(&dest, rel, entry)? {
-                    State::Ours => {
-                        fs::remove_file(&dest).map_err(io_at(&dest))?;
-                        report.removed.push(rel.clone());
-                    }
-                    State::Missing => {}
-                    State::Other => report.kept.push(rel.clone()),
-                }
-            }
+            users.extend(old.home.keys().filter(|u| !new.home.contains_key(*u)));
+        }
+        for user in users {
+            // A user that is gone keeps their home; their linked files are removed.
+            let account = new
+                .users
+                .get(user)
+                .or_else(|| old.and_then(|o| o.users.get(user)));
+            let Some(account) = account else { continue };
+            let home = account.home.trim_start_matches('/');
+            let area = Area {
+                dest: self.root.join(home),
+                link_base: PathBuf::from("/run/current-system/home").join(user),
+                source: top.join("home").join(user),
+                shown: account.home.clone(),
+                backup: true,
+                authoritative: &[],
+            };
+            self.apply_area(
+                &area,
+                new.home.get(user).unwrap_or(&empty),
+                old.and_then(|o| o.home.get(user)).unwrap_or(&empty),
+                &mut report,
+            )?;
         }
         Ok(report)
     }
+
+    /// Create the home directories that do not exist, owned by their users (mode 0700).
+    /// Existing ones are never changed.
+    fn make_homes(
+        &self,
+        new: &Manifest,
+        report: &mut ActivationReport,
+    ) -> Result<(), ActivateError> {
+        for user in new.users.values() {
+            if user.home == "/var/empty" || !user.home.starts_with('/') {
+                continue;
+            }
+            let dir = self.root.join(user.home.trim_start_matches('/'));
+            if fs::symlink_metadata(&dir).is_ok() {
+                continue;
+            }
+            let parent = dir.parent().expect("below the root");
+            fs::create_dir_all(parent).map_err(io_at(parent))?;
+            fs::create_dir(&dir).map_err(io_at(&dir))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_at(&dir))?;
+            if rustix::process::geteuid().is_root() {
+                std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
+                    .map_err(io_at(&dir))?;
+            }
+            report.homes_created.push(user.home.clone());
+        }
+        Ok(())
+    }
+
+    /// Make one area the new generation's.
+    fn apply_area(
+        &self,
+        area: &Area<'_>,
+        new: &BTreeMap<String, FileEntry>,
+        old: &BTreeMap<String, FileEntry>,
+        report: &mut ActivationReport,
+    ) -> Result<(), ActivateError> {
+        let shown = |rel: &str| format!("{}/{rel}", area.shown);
+        for (rel, entry) in new {
+            let dest = area.dest.join(rel);
+            if !plain_folders(&area.dest, rel) {
+                report.kept.push(shown(rel));
+                continue;
+            }
+            let state = state_of(&dest, &area.link_base.join(rel), entry)?;
+            if state == State::Ours {
+                continue;
+            }
+            let previous = old.get(rel);
+            let was_ours = || {
+                previous.is_some_and(|p| {
+                    state_of(&dest, &area.link_base.join(rel), p).ok() == Some(State::Ours)
+                })
+            };
+            if state == State::Other && !area.authoritative.contains(&rel.as_str()) && !was_ours() {
+                if area.backup {
+                    let aside = backup(&dest)?;
+                    report.backed_up.push((shown(rel), aside));
+                } else {
+                    report.kept.push(shown(rel));
+                    continue;
+                }
+            }
+            let parent = dest.parent().expect("below the area");
+            self.make_folders(&area.dest, parent, entry)?;
+            match entry.kind {
+                FileKind::Link => {
+                    replace_link(&dest, &area.link_base.join(rel))?;
+                }
+                FileKind::Symlink => {
+                    let from = area.source.join(rel);
+                    let target = fs::read_link(&from).map_err(io_at(&from))?;
+                    replace_link(&dest, &target)?;
+                }
+                FileKind::Real => {
+                    let from = area.source.join(rel);
+                    let bytes = fs::read(&from).map_err(io_at(&from))?;
+                    write_real(&dest, &bytes, entry, &self.etc())?;
+                }
+            }
+            report.written.push(shown(rel));
+        }
+        for (rel, entry) in old {
+            if new.contains_key(rel) || !plain_folders(&area.dest, rel) {
+                continue;
+            }
+            let dest = area.dest.join(rel);
+            match state_of(&dest, &area.link_base.join(rel), entry)? {
+                State::Ours => {
+                    fs::remove_file(&dest).map_err(io_at(&dest))?;
+                    report.removed.push(shown(rel));
+                }
+                State::Missing => {}
+                State::Other => report.kept.push(shown(rel)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Create the folders from `base` down to `dir`, owned as `entry` is when below a
+    /// home (so that `~/.config` is the user's), root's otherwise.
+    fn make_folders(
+        &self,
+        base: &Path,
+        dir: &Path,
+        entry: &FileEntry,
+    ) -> Result<(), ActivateError> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        fs::create_dir_all(base).map_err(io_at(base))?;
+        let rel = dir.strip_prefix(base).unwrap_or(Path::new(""));
+        let mut at = base.to_owned();
+        for part in rel.components() {
+            at.push(part);
+            if at.is_dir() {
+                continue;
+            }
+            fs::create_dir(&at).map_err(io_at(&at))?;
+            if entry.owner != "root" && rustix::process::geteuid().is_root() {
+                let etc = self.etc();
+                let uid = id_of(&etc, "passwd", &entry.owner).unwrap_or(0);
+                let gid = id_of(&etc, "group", &entry.group).unwrap_or(0);
+                std::os::unix::fs::chown(&at, Some(uid), Some(gid)).map_err(io_at(&at))?;
+            }
+        }
+        Ok(())
+    }
 }
 
-/// How a path under `/etc` stands against what a generation puts there.
+/// Whether every folder between `base` and `base/rel` is a plain folder (or missing):
+/// activation never writes through a symbolic link a user could have placed, such as
+/// `~/.config -> /etc`.
+fn plain_folders(base: &Path, rel: &str) -> bool {
+    let mut at = base.to_owned();
+    let parts: Vec<_> = Path::new(rel).components().collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return false,
+            Err(_) => return true,
+        }
+    }
+    true
+}
+
+/// Move `path` aside to the first free `path.nexis-backup[.N]`; the new name.
+fn backup(path: &Path) -> Result<String, ActivateError> {
+    let name = path
+        .file_name()
+        .expect("a file")
+        .to_string_lossy()
+        .into_owned();
+    for n in 0.. {
+        let candidate = if n == 0 {
+            path.with_file_name(format!("{name}.nexis-backup"))
+        } else {
+            path.with_file_name(format!("{name}.nexis-backup.{n}"))
+        };
+        if fs::symlink_metadata(&candidate).is_err() {
+            fs::rename(path, &candidate).map_err(io_at(path))?;
+            return Ok(candidate
+                .file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned());
+        }
+    }
+    unreachable!("some backup name is free")
+}
+
+/// How a path stands against what a generation puts there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// It is exactly what the entry says.
@@ -281,18 +549,17 @@ enum State {
     Other,
 }
 
-fn state_of(dest: &Path, rel: &str, entry: &EtcEntry) -> Result<State, ActivateError> {
+fn state_of(dest: &Path, link: &Path, entry: &FileEntry) -> Result<State, ActivateError> {
     let meta = match fs::symlink_metadata(dest) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State::Missing),
         Err(e) => return Err(io_at(dest)(e)),
     };
     let ours = match entry.kind {
-        EtcKind::Link => {
-            meta.file_type().is_symlink()
-                && fs::read_link(dest).map_err(io_at(dest))? == Path::new("/etc/static").join(rel)
+        FileKind::Link => {
+            meta.file_type().is_symlink() && fs::read_link(dest).map_err(io_at(dest))? == link
         }
-        EtcKind::Symlink => {
+        FileKind::Symlink => {
             meta.file_type().is_symlink()
                 && blake3::hash(
                     fs::read_link(dest)
@@ -304,7 +571,7 @@ fn state_of(dest: &Path, rel: &str, entry: &EtcEntry) -> Result<State, ActivateE
                 .as_str()
                     == entry.hash
         }
-        EtcKind::Real => {
+        FileKind::Real => {
             meta.is_file()
                 && format!("{:04o}", meta.permissions().mode() & 0o7777) == entry.mode
                 && blake3::hash(&fs::read(dest).map_err(io_at(dest))?)
@@ -330,45 +597,27 @@ fn id_of(etc: &Path, file: &str, name: &str) -> Option<u32> {
     })
 }
 
-/// Write a real file: a temporary beside it with the mode, and the owner and group when
-/// the root knows them (else root's), synced, renamed over it.
+/// Write a real file atomically with its mode, and its owner and group when the root
+/// knows them (else root's).
 fn write_real(
     dest: &Path,
     bytes: &[u8],
-    entry: &EtcEntry,
+    entry: &FileEntry,
     etc: &Path,
 ) -> Result<(), ActivateError> {
     let mode = u32::from_str_radix(&entry.mode, 8).unwrap_or(0o644);
-    let tmp = dest.with_file_name(format!(
-        ".{}.nexis-tmp",
-        dest.file_name().expect("a file name").to_string_lossy()
-    ));
-    let mut f = fs::File::create(&tmp).map_err(io_at(&tmp))?;
-    f.write_all(bytes).map_err(io_at(&tmp))?;
-    f.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io_at(&tmp))?;
     let uid = id_of(etc, "passwd", &entry.owner).unwrap_or(0);
     let gid = id_of(etc, "group", &entry.group).unwrap_or(0);
-    // Only root may give files away; as another user the file stays the caller's.
-    if rustix::process::geteuid().is_root() {
-        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).map_err(io_at(&tmp))?;
-    }
-    f.sync_all().map_err(io_at(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, dest).map_err(io_at(dest))?;
-    Ok(())
+    fsutil::write_atomic_with(dest, bytes, mode, |tmp| {
+        // Only root may give files away; as another user the file stays the caller's.
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(tmp, Some(uid), Some(gid))?;
+        }
+        Ok(())
+    })
+    .map_err(io_at(dest))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ActivateError> {
-    let dir = path.parent().expect("a file has a folder");
-    fs::create_dir_all(dir).map_err(io_at(dir))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).map_err(io_at(&tmp))?;
-    f.write_all(bytes).map_err(io_at(&tmp))?;
-    f.sync_all().map_err(io_at(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io_at(path))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_at(dir))
+    fsutil::write_atomic(path, bytes).map_err(io_at(path))
 }

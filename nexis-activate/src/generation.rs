@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt as _, symlink};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use nexis_store::{Store, StorePath};
@@ -185,20 +185,8 @@ impl Profiles {
 
 /// Point `link` at `target` atomically: a new link beside it, renamed over it.
 pub(crate) fn replace_link(link: &Path, target: &Path) -> Result<(), GenerationError> {
-    let dir = link.parent().expect("a link has a folder");
-    fs::create_dir_all(dir).map_err(io_at(dir))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        link.file_name()
-            .expect("a link has a name")
-            .to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = fs::remove_file(&tmp);
-    symlink(target, &tmp).map_err(io_at(&tmp))?;
-    fs::rename(&tmp, link).map_err(io_at(link))?;
-    // The rename is durable once the folder is synced.
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_at(dir))
+    crate::fsutil::replace_link(link, target).map_err(|source| GenerationError::Io {
+        path: link.to_owned(),
+        source,
+    })
 }

@@ -17,13 +17,25 @@
 //! (Dinit), boot entries and the drift check.
 
 mod activate;
+mod boot;
 mod diff;
+mod fsutil;
 mod generation;
 mod manifest;
+mod services;
 mod toplevel;
+mod users;
 
 pub use activate::{ActivateError, ActivationReport, Mode, Target};
+pub use boot::{
+    BootEntry, BootError, BootReport, BootSpec, find_initrd, find_kernel, utc, write_boot_entries,
+};
 pub use diff::SystemDiff;
 pub use generation::{Generation, GenerationError, Profiles};
-pub use manifest::{EtcEntry, EtcKind, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestPackage};
-pub use toplevel::{SystemPackage, Toplevel, ToplevelError, build_toplevel};
+pub use manifest::{
+    BootFiles, FileEntry, FileKind, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestPackage,
+};
+pub use toplevel::{SystemInputs, SystemPackage, Toplevel, ToplevelError, build_toplevel};
+pub use users::{
+    Accounts, AccountsError, BUILTIN_GROUP_IDS, GroupEntry, IDS_FILE, Ids, UserEntry, accounts,
+};

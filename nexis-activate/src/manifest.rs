@@ -4,17 +4,21 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use nexis_config::{BootLoader, Init};
 use nexis_store::StorePath;
 use serde::{Deserialize, Serialize};
+
+use crate::services::ServiceEntry;
+use crate::users::{GroupEntry, UserEntry};
 
 /// The manifest's file name at the top of a toplevel.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// The format version this nexis writes and reads.
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// What one generation is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Manifest {
     /// [`MANIFEST_VERSION`].
@@ -23,8 +27,46 @@ pub struct Manifest {
     pub hostname: String,
     /// The packages of the system profile (`sw/`), by id.
     pub packages: BTreeMap<String, ManifestPackage>,
+    /// The configuration's revision (`git` commit of its folder, `-dirty` when it has
+    /// changes), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_revision: Option<String>,
     /// Every file this generation puts under `/etc`, by path relative to `/etc`.
-    pub etc: BTreeMap<String, EtcEntry>,
+    pub etc: BTreeMap<String, FileEntry>,
+    /// Declared files elsewhere (`/var/lib/…`), by absolute path: written once, then the
+    /// system's (see `docs/activation.md`).
+    pub files: BTreeMap<String, FileEntry>,
+    /// Users, `root` and `nobody` included.
+    pub users: BTreeMap<String, UserEntry>,
+    /// Groups, the built-in ones included.
+    pub groups: BTreeMap<String, GroupEntry>,
+    /// Declared home files: user → path relative to the home directory → entry.
+    pub home: BTreeMap<String, BTreeMap<String, FileEntry>>,
+    /// The supervisor of the services.
+    pub init: Init,
+    /// Services, the built-in ones included.
+    pub services: BTreeMap<String, ServiceEntry>,
+    /// The kernel, initrd and command line, when the system has a kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootFiles>,
+}
+
+/// What a boot entry of this generation starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BootFiles {
+    /// The kernel image (logical path).
+    pub kernel: String,
+    /// The initrd, if the kernel package has one (logical path).
+    pub initrd: Option<String>,
+    /// Kernel command line parameters, besides `init=`.
+    pub params: Vec<String>,
+    /// The boot loader that shows the entries.
+    pub loader: BootLoader,
+    /// Seconds the menu waits.
+    pub timeout: u32,
+    /// How many generations keep a boot entry.
+    pub keep: u32,
 }
 
 /// A package of the system profile.
@@ -37,12 +79,12 @@ pub struct ManifestPackage {
     pub path: StorePath,
 }
 
-/// A file under `/etc`.
+/// A file the generation puts in place (under `/etc`, elsewhere, or in a home).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct EtcEntry {
+pub struct FileEntry {
     /// What it is.
-    pub kind: EtcKind,
+    pub kind: FileKind,
     /// blake3 (hex) of the content, or of the link target.
     pub hash: String,
     /// Permission bits, octal (`0644`).
@@ -53,11 +95,12 @@ pub struct EtcEntry {
     pub group: String,
 }
 
-/// How a file under `/etc` is put in place.
+/// How a file is put in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum EtcKind {
-    /// A link `/etc/P -> /etc/static/P` into the generation's read-only `etc/`.
+pub enum FileKind {
+    /// A link into the generation's read-only copy: `/etc/P -> /etc/static/P`, or
+    /// `~/P -> /run/current-system/home/USER/P`.
     Link,
     /// A regular file written in place (its owner, group or mode differ from the
     /// store's, or programs rewrite it, like `passwd`).

@@ -1,6 +1,8 @@
 //! The system toplevel: one store path per generation holding `etc/` (every file the
-//! generation puts under `/etc`), `sw/` (the system packages as one symlink forest) and
-//! `manifest.json`.
+//! generation puts under `/etc`), `files/` (declared files elsewhere), `home/USER/`
+//! (declared home files), `services/` (the service definitions), `sw/` (the system
+//! packages as one symlink forest), `kernel`/`initrd` links when the system has a kernel,
+//! and `manifest.json`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -12,9 +14,12 @@ use std::path::{Path, PathBuf};
 use nexis_config::SystemSpec;
 use nexis_store::{Store, StorePath, remove_tree};
 
+use crate::boot::{find_initrd, find_kernel};
 use crate::manifest::{
-    EtcEntry, EtcKind, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestPackage,
+    BootFiles, FileEntry, FileKind, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestPackage,
 };
+use crate::services::{ServiceError, write_services};
+use crate::users::{Accounts, AccountsError, Ids, accounts};
 
 /// A package of the system profile: its id, version and output path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +30,22 @@ pub struct SystemPackage {
     pub version: String,
     /// Its output.
     pub path: StorePath,
+}
+
+/// What a system is made of: its configuration and the store paths it was built into.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemInputs<'a> {
+    /// The evaluated configuration.
+    pub spec: &'a SystemSpec,
+    /// The system profile's packages (`sw/`).
+    pub packages: &'a [SystemPackage],
+    /// Every `${pkgs.…}` reference of the configuration (the text between `pkgs.` and
+    /// `}`) and the output it stands for.
+    pub references: &'a BTreeMap<String, StorePath>,
+    /// The configuration's revision, recorded in the manifest.
+    pub config_revision: Option<&'a str>,
+    /// The output of the kernel package (`[boot] kernel`), if any.
+    pub kernel: Option<&'a StorePath>,
 }
 
 /// The toplevel could not be made.
@@ -42,8 +63,14 @@ pub enum ToplevelError {
         /// The other.
         second: String,
     },
+    /// Users or groups could not be given ids.
+    #[error(transparent)]
+    Accounts(#[from] AccountsError),
+    /// A service cannot be written.
+    #[error(transparent)]
+    Services(#[from] ServiceError),
     /// A declared file's source cannot be read.
-    #[error("/etc/{file}: cannot read its source {}", source_path.display())]
+    #[error("{file}: cannot read its source {}", source_path.display())]
     Source {
         /// The file under `/etc`.
         file: String,
@@ -52,6 +79,14 @@ pub enum ToplevelError {
         /// Why.
         #[source]
         source: io::Error,
+    },
+    /// The kernel package has no kernel image.
+    #[error(
+        "the kernel package {path} has no kernel image (bzImage, vmlinuz, Image or boot/vmlinuz*)"
+    )]
+    NoKernelImage {
+        /// The package's output.
+        path: StorePath,
     },
     /// Writing the tree failed.
     #[error("writing the system toplevel at {}", path.display())]
@@ -83,13 +118,15 @@ enum Content {
     Link(String),
 }
 
-/// A file under `/etc` with its owner and mode.
+/// A file to put in place, with its owner and mode.
 #[derive(Debug, Clone)]
 struct EtcFile {
     content: Content,
     mode: u32,
     owner: String,
     group: String,
+    /// Written in place even when a link would do (the account database).
+    real: bool,
 }
 
 impl EtcFile {
@@ -99,14 +136,49 @@ impl EtcFile {
             mode: 0o644,
             owner: "root".into(),
             group: "root".into(),
+            real: false,
         }
     }
 }
 
 /// Every file the system puts under `/etc`, by path relative to `/etc`: the ones derived
-/// from `[system]` and `[network]`, and the declared `[files."/etc/…"]`.
-fn etc_files(spec: &SystemSpec) -> Result<BTreeMap<String, EtcFile>, ToplevelError> {
+/// from `[system]`, `[network]` and the accounts, and the declared `[files."/etc/…"]`.
+fn etc_files(
+    spec: &SystemSpec,
+    accounts: &Accounts,
+    subst: &dyn Fn(&str) -> String,
+) -> Result<BTreeMap<String, EtcFile>, ToplevelError> {
     let mut out = BTreeMap::new();
+    // The account database is written in place (programs such as `passwd` rewrite it);
+    // the secrets are readable by root only.
+    for (name, text, mode) in [
+        ("passwd", accounts.passwd(), 0o644),
+        ("group", accounts.group(), 0o644),
+        ("shadow", accounts.shadow(), 0o600),
+        ("gshadow", accounts.gshadow(), 0o600),
+    ] {
+        out.insert(
+            name.to_owned(),
+            EtcFile {
+                mode,
+                real: true,
+                ..EtcFile::text(text)
+            },
+        );
+    }
+    for (name, user) in &spec.users {
+        if !user.authorized_keys.is_empty() {
+            let mut keys = String::new();
+            for k in &user.authorized_keys {
+                keys.push_str(&k.value);
+                keys.push('\n');
+            }
+            out.insert(
+                format!("ssh/authorized_keys.d/{}", name.value),
+                EtcFile::text(keys),
+            );
+        }
+    }
     let s = &spec.system;
     out.insert(
         "hostname".into(),
@@ -148,52 +220,148 @@ fn etc_files(spec: &SystemSpec) -> Result<BTreeMap<String, EtcFile>, ToplevelErr
         out.insert("resolv.conf".into(), EtcFile::text(text));
     }
     for (path, file) in &spec.files {
-        let Some(rel) = path.value.strip_prefix("/etc/") else {
-            continue;
-        };
-        let content = match (&file.text, &file.source) {
-            (Some(text), _) => text.value.clone().into_bytes(),
-            (None, Some(src)) => fs::read(&src.value).map_err(|source| ToplevelError::Source {
-                file: rel.to_owned(),
-                source_path: PathBuf::from(&src.value),
-                source,
-            })?,
-            (None, None) => Vec::new(),
-        };
-        out.insert(
-            rel.to_owned(),
-            EtcFile {
-                content: Content::Text(content),
-                mode: file.mode.as_ref().map_or(0o644, |m| m.value.0),
-                owner: file
-                    .owner
-                    .as_ref()
-                    .map_or("root", |o| o.value.as_str())
-                    .to_owned(),
-                group: file
-                    .group
-                    .as_ref()
-                    .map_or("root", |g| g.value.as_str())
-                    .to_owned(),
-            },
-        );
+        if let Some(rel) = path.value.strip_prefix("/etc/") {
+            out.insert(rel.to_owned(), declared(file, &path.value, subst)?);
+        }
     }
     Ok(out)
 }
 
-/// How an `/etc` file is put in place: a link into the generation unless the store's
-/// read-only `root:root 0444/0555` copy would not do.
-fn kind_of(file: &EtcFile) -> EtcKind {
+/// A declared file's content: its text (`${pkgs.…}` replaced), or its source's bytes.
+fn content_of(
+    text: Option<&nexis_config::Spanned<String>>,
+    source: Option<&nexis_config::Spanned<String>>,
+    name: &str,
+    subst: &dyn Fn(&str) -> String,
+) -> Result<Vec<u8>, ToplevelError> {
+    match (text, source) {
+        (Some(text), _) => Ok(subst(&text.value).into_bytes()),
+        (None, Some(src)) => fs::read(&src.value).map_err(|source| ToplevelError::Source {
+            file: name.to_owned(),
+            source_path: PathBuf::from(&src.value),
+            source,
+        }),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+fn declared(
+    file: &nexis_config::FileSpec,
+    name: &str,
+    subst: &dyn Fn(&str) -> String,
+) -> Result<EtcFile, ToplevelError> {
+    Ok(EtcFile {
+        content: Content::Text(content_of(
+            file.text.as_ref(),
+            file.source.as_ref(),
+            name,
+            subst,
+        )?),
+        mode: file.mode.as_ref().map_or(0o644, |m| m.value.0),
+        owner: file
+            .owner
+            .as_ref()
+            .map_or("root", |o| o.value.as_str())
+            .to_owned(),
+        group: file
+            .group
+            .as_ref()
+            .map_or("root", |g| g.value.as_str())
+            .to_owned(),
+        real: false,
+    })
+}
+
+/// Declared files outside `/etc`, by absolute path: always written in place.
+fn other_files(
+    spec: &SystemSpec,
+    subst: &dyn Fn(&str) -> String,
+) -> Result<BTreeMap<String, EtcFile>, ToplevelError> {
+    let mut out = BTreeMap::new();
+    for (path, file) in &spec.files {
+        if !path.value.starts_with("/etc/") {
+            out.insert(path.value.clone(), declared(file, &path.value, subst)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Each user's declared home files, by path relative to the home directory. Owned by
+/// the user; linked into the generation when the mode allows it.
+fn home_files(
+    spec: &SystemSpec,
+    accounts: &Accounts,
+    subst: &dyn Fn(&str) -> String,
+) -> Result<BTreeMap<String, BTreeMap<String, EtcFile>>, ToplevelError> {
+    let mut out = BTreeMap::new();
+    for (name, user) in &spec.users {
+        let mut files = BTreeMap::new();
+        let group = accounts
+            .users
+            .get(&name.value)
+            .and_then(|u| accounts.groups.iter().find(|(_, g)| g.gid == u.gid))
+            .map_or_else(|| "users".to_owned(), |(n, _)| n.clone());
+        for (rel, file) in &user.files {
+            let shown = format!("~{}/{}", name.value, rel.value);
+            files.insert(
+                rel.value.clone(),
+                EtcFile {
+                    content: Content::Text(content_of(
+                        file.text.as_ref(),
+                        file.source.as_ref(),
+                        &shown,
+                        subst,
+                    )?),
+                    mode: file.mode.as_ref().map_or(0o644, |m| m.value.0),
+                    owner: name.value.clone(),
+                    group: group.clone(),
+                    real: false,
+                },
+            );
+        }
+        if !files.is_empty() {
+            out.insert(name.value.clone(), files);
+        }
+    }
+    Ok(out)
+}
+
+/// Replace every `${pkgs.REF}` whose `REF` is in `refs` by the output's path.
+pub(crate) fn substitute(text: &str, refs: &BTreeMap<String, StorePath>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${pkgs.") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "${pkgs.".len()..];
+        if let Some((end, path)) = after
+            .find('}')
+            .and_then(|end| Some((end, refs.get(&after[..end])?)))
+        {
+            out.push_str(&path.to_string());
+            rest = &after[end + 1..];
+        } else {
+            out.push_str("${pkgs.");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// How a file is put in place: a link into the generation unless the store's read-only
+/// copy (owned by root, mode 0444 or 0555) would not do. In a home the owner does not
+/// matter (the file only has to be readable); elsewhere it must be root's.
+fn kind_of(file: &EtcFile, in_home: bool) -> FileKind {
     match file.content {
-        Content::Link(_) => EtcKind::Symlink,
+        Content::Link(_) => FileKind::Symlink,
         Content::Text(_) => {
-            let plain = file.owner == "root"
-                && file.group == "root"
-                && (file.mode == 0o644
-                    || file.mode == 0o444
-                    || file.mode == 0o755
-                    || file.mode == 0o555);
-            if plain { EtcKind::Link } else { EtcKind::Real }
+            let plain_mode = matches!(file.mode, 0o644 | 0o444 | 0o755 | 0o555);
+            let plain_owner = in_home || (file.owner == "root" && file.group == "root");
+            if plain_mode && plain_owner && !file.real {
+                FileKind::Link
+            } else {
+                FileKind::Real
+            }
         }
     }
 }
@@ -207,54 +375,54 @@ pub struct Toplevel {
     pub manifest: Manifest,
 }
 
-/// Make the toplevel of `spec` with `packages` as the system profile and add it to the
-/// store, named `nexis-system-HOSTNAME`. The same system gives the same path.
+/// Make the toplevel of `system` and add it to the store, named
+/// `nexis-system-HOSTNAME`. Users and groups without a declared id get one from `ids`
+/// (which the caller saves). The same system gives the same path.
 pub fn build_toplevel(
     store: &Store,
-    spec: &SystemSpec,
-    packages: &[SystemPackage],
+    system: &SystemInputs<'_>,
+    ids: &mut Ids,
 ) -> Result<Toplevel, ToplevelError> {
+    let spec = system.spec;
+    let subst = |s: &str| substitute(s, system.references);
+    let accounts = accounts(spec, ids, &subst)?;
     let scratch = store
         .temp_dir()
         .map_err(|e| ToplevelError::Store(Box::new(e)))?;
     let result = (|| {
         let top = scratch.join("toplevel");
         fs::create_dir(&top).map_err(io_at(&top))?;
-        let files = etc_files(spec)?;
-        let etc = top.join("etc");
-        let mut entries = BTreeMap::new();
-        for (rel, file) in &files {
-            let dest = etc.join(rel);
-            let parent = dest.parent().expect("below etc");
-            fs::create_dir_all(parent).map_err(io_at(parent))?;
-            let hash = match &file.content {
-                Content::Text(bytes) => {
-                    fs::write(&dest, bytes).map_err(io_at(&dest))?;
-                    blake3::hash(bytes).to_hex().to_string()
-                }
-                Content::Link(target) => {
-                    symlink(target, &dest).map_err(io_at(&dest))?;
-                    blake3::hash(target.as_bytes()).to_hex().to_string()
-                }
-            };
-            entries.insert(
-                rel.clone(),
-                EtcEntry {
-                    kind: kind_of(file),
-                    hash,
-                    mode: format!("{:04o}", file.mode),
-                    owner: file.owner.clone(),
-                    group: file.group.clone(),
-                },
-            );
+        let etc = write_tree(
+            &top.join("etc"),
+            &etc_files(spec, &accounts, &subst)?,
+            false,
+        )?;
+        let files = write_tree(&top.join("files"), &other_files(spec, &subst)?, false)?;
+        let mut home = BTreeMap::new();
+        for (user, tree) in home_files(spec, &accounts, &subst)? {
+            let entries = write_tree(&top.join("home").join(&user), &tree, true)?;
+            home.insert(user, entries);
         }
-        fs::create_dir_all(&etc).map_err(io_at(&etc))?;
+        let services: BTreeMap<String, nexis_config::Service> = spec
+            .services
+            .iter()
+            .map(|(k, v)| (k.value.clone(), v.clone()))
+            .collect();
+        let services_dir = top.join("services");
+        fs::create_dir(&services_dir).map_err(io_at(&services_dir))?;
+        let services = write_services(&services_dir, &services, &subst)?;
         let sw = top.join("sw");
-        profile(store, packages, &sw)?;
+        profile(store, system.packages, &sw)?;
+        let boot = match system.kernel {
+            Some(kernel) => Some(boot_files(store, spec, kernel, &top)?),
+            None => None,
+        };
         let manifest = Manifest {
             version: MANIFEST_VERSION,
             hostname: spec.system.hostname.value.clone(),
-            packages: packages
+            config_revision: system.config_revision.map(str::to_owned),
+            packages: system
+                .packages
                 .iter()
                 .map(|p| {
                     (
@@ -266,11 +434,24 @@ pub fn build_toplevel(
                     )
                 })
                 .collect(),
-            etc: entries,
+            etc,
+            files,
+            users: accounts.users.clone(),
+            groups: accounts.groups.clone(),
+            home,
+            init: spec.system.init,
+            services,
+            boot,
         };
         let file = top.join(MANIFEST_FILE);
         fs::write(&file, manifest.to_json()).map_err(io_at(&file))?;
-        let candidates: Vec<StorePath> = packages.iter().map(|p| p.path.clone()).collect();
+        let candidates: Vec<StorePath> = system
+            .packages
+            .iter()
+            .map(|p| p.path.clone())
+            .chain(system.references.values().cloned())
+            .chain(system.kernel.cloned())
+            .collect();
         let name = format!("nexis-system-{}", spec.system.hostname.value);
         let added = store
             .add_path_with_references(&top, Some(&name), &candidates)
@@ -282,6 +463,75 @@ pub fn build_toplevel(
     })();
     let _ = remove_tree(&scratch);
     result
+}
+
+/// The kernel and initrd of the kernel package, linked from the toplevel as `kernel`
+/// and `initrd`, with the boot settings.
+fn boot_files(
+    store: &Store,
+    spec: &SystemSpec,
+    kernel: &StorePath,
+    top: &Path,
+) -> Result<BootFiles, ToplevelError> {
+    let out = store.physical(kernel);
+    let logical = |file: &Path| {
+        let rel = file.strip_prefix(&out).expect("found inside the package");
+        PathBuf::from(kernel.to_string()).join(rel)
+    };
+    let image = find_kernel(&out).ok_or_else(|| ToplevelError::NoKernelImage {
+        path: kernel.clone(),
+    })?;
+    let image = logical(&image);
+    symlink(&image, top.join("kernel")).map_err(io_at(top))?;
+    let initrd = find_initrd(&out).map(|f| logical(&f));
+    if let Some(initrd) = &initrd {
+        symlink(initrd, top.join("initrd")).map_err(io_at(top))?;
+    }
+    let b = &spec.boot;
+    Ok(BootFiles {
+        kernel: image.display().to_string(),
+        initrd: initrd.map(|p| p.display().to_string()),
+        params: b.kernel_params.iter().map(|p| p.value.clone()).collect(),
+        loader: b.loader,
+        timeout: b.timeout.value,
+        keep: b.keep_generations.value,
+    })
+}
+
+/// Write `files` under `dir` (created even when empty) and describe each.
+fn write_tree(
+    dir: &Path,
+    files: &BTreeMap<String, EtcFile>,
+    in_home: bool,
+) -> Result<BTreeMap<String, FileEntry>, ToplevelError> {
+    fs::create_dir_all(dir).map_err(io_at(dir))?;
+    let mut entries = BTreeMap::new();
+    for (name, file) in files {
+        let dest = dir.join(name.trim_start_matches('/'));
+        let parent = dest.parent().expect("below the tree");
+        fs::create_dir_all(parent).map_err(io_at(parent))?;
+        let hash = match &file.content {
+            Content::Text(bytes) => {
+                fs::write(&dest, bytes).map_err(io_at(&dest))?;
+                blake3::hash(bytes).to_hex().to_string()
+            }
+            Content::Link(target) => {
+                symlink(target, &dest).map_err(io_at(&dest))?;
+                blake3::hash(target.as_bytes()).to_hex().to_string()
+            }
+        };
+        entries.insert(
+            name.clone(),
+            FileEntry {
+                kind: kind_of(file, in_home),
+                hash,
+                mode: format!("{:04o}", file.mode),
+                owner: file.owner.clone(),
+                group: file.group.clone(),
+            },
+        );
+    }
+    Ok(entries)
 }
 
 /// Make `dir` the union of the packages' trees: directories are merged, each file or

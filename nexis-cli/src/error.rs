@@ -78,6 +78,9 @@ pub(crate) enum Error {
     /// The system toplevel could not be made.
     #[error(transparent)]
     Toplevel(#[from] nexis_activate::ToplevelError),
+    /// The user and group id state could not be read or written.
+    #[error(transparent)]
+    Accounts(#[from] nexis_activate::AccountsError),
     /// A step of the system pipeline (lock, plan, substitutes, scheduling) failed.
     #[error(transparent)]
     Pipeline(#[from] nexis_build::PipelineError),

@@ -33,7 +33,14 @@ fn demo_copy(dir: &Path) -> PathBuf {
 
 /// Read `/etc/NAME` inside `root`, resolving links in the root's namespace.
 fn read_etc(root: &Path, name: &str) -> String {
-    let mut queue: std::collections::VecDeque<std::ffi::OsString> = ["etc", name]
+    read_in(root, &format!("etc/{name}"))
+}
+
+/// Read the file at `path` (relative) inside `root`, resolving links in the root's
+/// namespace.
+fn read_in(root: &Path, path: &str) -> String {
+    let name = path;
+    let mut queue: std::collections::VecDeque<std::ffi::OsString> = [path]
         .iter()
         .flat_map(|p| Path::new(p).iter().map(std::ffi::OsStr::to_os_string))
         .collect();
@@ -45,7 +52,7 @@ fn read_etc(root: &Path, name: &str) -> String {
         match fs::read_link(&physical) {
             Ok(target) => {
                 hops += 1;
-                assert!(hops < 40, "too many links for /etc/{name}");
+                assert!(hops < 40, "too many links for /{name}");
                 if target.is_absolute() {
                     resolved = PathBuf::from("/");
                 }
@@ -369,4 +376,204 @@ fn a_switch_killed_at_any_instant_leaves_one_generation_in_full() {
         2,
         "every trial ended in the same generation"
     );
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&fs::symlink_metadata(path).unwrap().permissions())
+        & 0o7777
+}
+
+#[test]
+fn users_groups_and_home_files() {
+    use std::os::unix::fs::MetadataExt as _;
+    let root = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    let config = demo_copy(conf.path());
+    let is_root = fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+
+    // Alice already has a git config of her own: it is moved aside, not lost.
+    let git = root.path().join("home/alice/.config/git");
+    fs::create_dir_all(&git).unwrap();
+    fs::write(git.join("config"), "mine\n").unwrap();
+
+    let (out, err) = ok(&nexis(root.path(), &config, &["switch"]));
+    assert!(
+        out.contains("users:") && out.contains("+ alice (uid 1000)"),
+        "{out}"
+    );
+    assert!(out.contains("+ developers (gid 1500)"), "{out}");
+    assert!(
+        err.contains(
+            "/home/alice/.config/git/config was in the way: moved aside to config.nexis-backup"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(git.join("config.nexis-backup")).unwrap(),
+        "mine\n"
+    );
+    assert_eq!(
+        fs::read_link(git.join("config")).unwrap(),
+        Path::new("/run/current-system/home/alice/.config/git/config")
+    );
+    assert!(read_in(root.path(), "home/alice/.config/git/config").contains("name = Alice"));
+
+    let passwd = read_etc(root.path(), "passwd");
+    let busybox_sh = passwd
+        .lines()
+        .find(|l| l.starts_with("alice:"))
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        busybox_sh.starts_with("/nexis/store/") && busybox_sh.ends_with("-busybox-1.36.1/bin/sh"),
+        "the shell's ${{pkgs.busybox}} is the built path: {passwd}"
+    );
+    assert!(
+        passwd.contains("bob:x:1001:100::/home/bob:/bin/sh\n"),
+        "{passwd}"
+    );
+    let group = read_etc(root.path(), "group");
+    assert!(group.contains("developers:x:1500:alice,bob\n"), "{group}");
+    assert!(group.contains("wheel:x:1:alice\n"), "{group}");
+    // The account database is real files; the secrets are root's alone.
+    let shadow = root.path().join("etc/shadow");
+    assert!(fs::symlink_metadata(&shadow).unwrap().is_file());
+    assert_eq!(mode_of(&shadow), 0o600);
+    assert!(
+        fs::read_to_string(&shadow)
+            .unwrap()
+            .contains("alice:$y$j9T$")
+    );
+    assert!(read_etc(root.path(), "ssh/authorized_keys.d/alice").starts_with("ssh-ed25519 "));
+
+    // Bob's home was made for him; his private .profile is a real file of his.
+    let bob = root.path().join("home/bob");
+    assert_eq!(mode_of(&bob), 0o700);
+    let profile = bob.join(".profile");
+    assert!(fs::symlink_metadata(&profile).unwrap().is_file());
+    assert_eq!(mode_of(&profile), 0o600);
+    assert_eq!(fs::read_to_string(&profile).unwrap(), "export EDITOR=vi\n");
+    // A declared file outside /etc is written in place, owned as declared.
+    let index = root.path().join("var/lib/web/index.html");
+    assert_eq!(fs::read_to_string(&index).unwrap(), "<h1>nexis-demo</h1>\n");
+    if is_root {
+        assert_eq!(
+            (
+                fs::metadata(&bob).unwrap().uid(),
+                fs::metadata(&bob).unwrap().gid()
+            ),
+            (1001, 100)
+        );
+        assert_eq!(fs::metadata(&profile).unwrap().uid(), 1001);
+        assert_eq!(fs::metadata(&index).unwrap().uid(), 1001);
+    } else {
+        eprintln!("not root: ownership is not checked");
+    }
+
+    // Bob leaves, Carol arrives without a uid, Alice leaves wheel.
+    let users = conf.path().join("modules/users.toml");
+    let text = fs::read_to_string(&users).unwrap();
+    let text = text
+        .replace(
+            "[users.bob]\nuid = 1001\ngroups = [\"developers\"]\n\n[users.bob.files.\".profile\"]\ntext = \"export EDITOR=vi\\n\"\nmode = \"0600\"\n",
+            "[users.carol]\ngroups = [\"developers\"]\n",
+        )
+        .replace("groups = [\"wheel\", \"developers\"]", "groups = [\"developers\"]");
+    assert!(
+        text.contains("users.carol") && !text.contains("users.bob"),
+        "{text}"
+    );
+    fs::write(&users, text).unwrap();
+    let services = conf.path().join("modules/services.toml");
+    let text = fs::read_to_string(&services)
+        .unwrap()
+        .replace("user = \"bob\"", "user = \"carol\"")
+        .replace("owner = \"bob\"", "owner = \"carol\"");
+    fs::write(&services, text).unwrap();
+
+    let (diff, _) = ok(&nexis(root.path(), &config, &["diff"]));
+    assert!(
+        diff.contains("+ carol (uid 1002)"),
+        "bob's uid 1001 is not reused: {diff}"
+    );
+    assert!(
+        diff.contains("- bob (uid 1001; /home/bob is kept)"),
+        "{diff}"
+    );
+    assert!(diff.contains("~ alice: groups developers"), "{diff}");
+    assert!(diff.contains("- /home/bob/.profile"), "{diff}");
+    ok(&nexis(root.path(), &config, &["switch"]));
+    let passwd = read_etc(root.path(), "passwd");
+    assert!(
+        passwd.contains("carol:x:1002:100::/home/carol:/bin/sh\n"),
+        "{passwd}"
+    );
+    assert!(!passwd.contains("bob:"), "{passwd}");
+    assert!(read_etc(root.path(), "group").contains("wheel:x:1:\n"));
+    // Bob's home stays; the file nexis put there is gone.
+    assert!(bob.is_dir());
+    assert!(fs::symlink_metadata(&profile).is_err());
+    assert!(root.path().join("home/carol").is_dir());
+
+    // Rolling back brings bob back with his uid.
+    ok(&nexis(root.path(), &config, &["rollback"]));
+    assert!(read_etc(root.path(), "passwd").contains("bob:x:1001:"));
+    assert_eq!(fs::read_to_string(&profile).unwrap(), "export EDITOR=vi\n");
+}
+
+#[test]
+fn boot_entries_follow_the_generations() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    let config = demo_copy(conf.path());
+    // A stand-in kernel package: an image file and an initrd.
+    fs::write(
+        conf.path().join("packages/linux.toml"),
+        "name = \"linux\"\nversion = \"6.6.1\"\n\n[build]\nsystem = \"script\"\n\
+         script = \"mkdir -p $out && echo kernel > $out/bzImage && echo initrd > $out/initrd\"\n",
+    )
+    .unwrap();
+    let with_kernel = |hostname: &str| {
+        let text = fs::read_to_string(&config).unwrap();
+        let text = text
+            .replace("loader = \"grub\"\n", "loader = \"grub\"\nkernel = \"linux\"\n")
+            .replace("hostname = \"nexis-demo\"", &format!("hostname = \"{hostname}\""))
+            .replace("hostname = \"h1\"", &format!("hostname = \"{hostname}\""))
+            .replace("hostname = \"h2\"", &format!("hostname = \"{hostname}\""))
+            .replace("hostname = \"h3\"", &format!("hostname = \"{hostname}\""));
+        fs::write(&config, text.replace("kernel = \"linux\"\nkernel = \"linux\"\n", "kernel = \"linux\"\n")).unwrap();
+    };
+    let grub = root.path().join("boot/grub/grub.cfg");
+    let entries = |text: &str| text.matches("menuentry ").count();
+
+    // The demo forces keep-generations = 3.
+    for (i, host) in ["h1", "h2", "h3", "h4"].iter().enumerate() {
+        with_kernel(host);
+        let (_, err) = ok(&nexis(root.path(), &config, &["switch"]));
+        assert!(err.contains(&format!("activated: generation {}", i + 1)), "{err}");
+        let text = fs::read_to_string(&grub).unwrap();
+        assert_eq!(entries(&text), (i + 1).min(3), "{text}");
+        assert!(text.contains(&format!("set default=nexis-generation-{}", i + 1)), "{text}");
+    }
+    let text = fs::read_to_string(&grub).unwrap();
+    assert!(!text.contains("generation 1 "), "{text}");
+    assert!(text.contains("initrd "), "{text}");
+    let toplevel = generations(root.path(), &config)[3]["toplevel"].as_str().unwrap().to_owned();
+    assert!(text.contains(&format!("init={toplevel}/init")), "{text}");
+    // The kernel is copied once: every generation has the same one.
+    let copies: Vec<_> = fs::read_dir(root.path().join("boot/nexis")).unwrap().collect();
+    assert_eq!(copies.len(), 2, "one kernel and one initrd");
+
+    // Rolling back makes generation 3 the default; deleting 4 removes its entry.
+    ok(&nexis(root.path(), &config, &["rollback"]));
+    assert!(fs::read_to_string(&grub).unwrap().contains("set default=nexis-generation-3"));
+    ok(&nexis(root.path(), &config, &["generations", "delete", "4"]));
+    let text = fs::read_to_string(&grub).unwrap();
+    assert!(!text.contains("nexis-generation-4"), "{text}");
+    assert_eq!(entries(&text), 3, "generations 1 to 3 are the newest three now: {text}");
 }

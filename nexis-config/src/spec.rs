@@ -118,6 +118,20 @@ pub struct System {
     /// Console keymap such as `us` or `de-latin1`.
     #[serde(default = "default_keymap")]
     pub keymap: Spanned<String>,
+    /// The service supervisor that runs `[services]`: `dinit` (the default) or `runit`.
+    #[serde(default)]
+    pub init: Init,
+}
+
+/// Which supervisor runs the services.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// Dinit: one service description per service, `dinitctl` to control it.
+    #[default]
+    Dinit,
+    /// runit-style supervision (`runsvdir`/`sv`, as runit and busybox provide).
+    Runit,
 }
 
 fn default_hostname() -> Spanned<String> {
@@ -140,6 +154,7 @@ impl Default for System {
             timezone: default_timezone(),
             locale: default_locale(),
             keymap: default_keymap(),
+            init: Init::default(),
         }
     }
 }

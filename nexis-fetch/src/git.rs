@@ -224,6 +224,15 @@ pub enum GitError {
     },
 }
 
+/// The commit `HEAD` names in the git repository that holds `dir` (found upwards), for
+/// recording which revision of a configuration a system was built from. None outside a
+/// repository or before the first commit. Uncommitted changes are not detected.
+pub fn head_revision(dir: &Path) -> Option<String> {
+    let repo = gix::discover(dir).ok()?;
+    let head = repo.head_id().ok()?;
+    Some(head.to_string())
+}
+
 /// Fetch `source` into its cache repository under `cache` and check its commit out to `dest`,
 /// which must not exist (its parent is created if needed).
 ///

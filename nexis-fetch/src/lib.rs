@@ -54,7 +54,8 @@ mod unpack;
 
 pub use fetch::{FetchError, FetchEvent, Fetched, Fetcher, SOURCE_NAME};
 pub use git::{
-    GitError, GitFetched, GitProgress, GitProgressFn, GitSource, fetch_git, fetch_git_with_progress,
+    GitError, GitFetched, GitProgress, GitProgressFn, GitSource, fetch_git,
+    fetch_git_with_progress, head_revision,
 };
 pub use hash::{Hash, HashAlgo, HashError};
 pub use http::{

@@ -3,12 +3,15 @@
 
 use std::process::ExitCode;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use nexis_activate::{
-    ActivationReport, Manifest, Mode, Profiles, SystemDiff, SystemPackage, Target, Toplevel,
-    build_toplevel,
+    ActivationReport, Ids, Manifest, Mode, Profiles, SystemDiff, SystemInputs, SystemPackage,
+    Target, Toplevel, build_toplevel,
 };
 use nexis_build::schedule_options;
-use nexis_store::Store;
+use nexis_store::{Store, StorePath};
 
 use crate::context::Context;
 use crate::error::Error;
@@ -113,30 +116,129 @@ fn build_configuration(ctx: &Context, store: &Store) -> Result<Toplevel, Error> 
             });
         }
     }
-    Ok(build_toplevel(store, &evaluation.spec, &packages)?)
+    // What each `${pkgs.…}` of the configuration stands for.
+    let mut references = BTreeMap::new();
+    for (text, id) in &evaluation.packages.references {
+        let node = built.plan.nodes.get(id);
+        if let Some(b) = node.and_then(|n| built.report.built.get(n)) {
+            references.insert(text.clone(), b.path.clone());
+        }
+    }
+    let revision = nexis_fetch::head_revision(path.parent().unwrap_or(Path::new(".")));
+    let kernel = evaluation
+        .packages
+        .roots
+        .iter()
+        .find(|(_, reasons)| reasons.contains("boot.kernel"))
+        .and_then(|(id, _)| built.report.built.get(built.plan.nodes.get(id)?))
+        .map(|b| b.path.clone());
+    let mut ids = Ids::load(store.state_dir())?;
+    let toplevel = build_toplevel(
+        store,
+        &SystemInputs {
+            spec: &evaluation.spec,
+            packages: &packages,
+            references: &references,
+            config_revision: revision.as_deref(),
+            kernel: kernel.as_ref(),
+        },
+        &mut ids,
+    )?;
+    // Ids given once are kept even if this toplevel is never activated.
+    ids.save(store.state_dir())?;
+    Ok(toplevel)
+}
+
+/// The total size of a toplevel's closure, in archive bytes.
+fn closure_size(store: &Store, toplevel: &StorePath) -> Option<u64> {
+    store.with_db(|db| {
+        let closure = db.closure(std::slice::from_ref(toplevel)).ok()?;
+        let mut total = 0;
+        for p in &closure {
+            total += db.query(p).ok()??.archive_size;
+        }
+        Some(total)
+    })
+}
+
+/// Print a plan: the diff's lines, then the closure size change.
+fn print_diff(ctx: &Context, diff: &SystemDiff) -> Result<(), Error> {
+    if ctx.json {
+        ctx.out
+            .json(&serde_json::to_value(diff).expect("a diff serialises"))?;
+    } else {
+        let mut lines = diff.lines();
+        if let Some((old, new)) = diff.closure_size {
+            let change = if new >= old {
+                format!("+{}", super::gc::human_bytes(new - old))
+            } else {
+                format!("-{}", super::gc::human_bytes(old - new))
+            };
+            lines.push(format!(
+                "closure size: {} → {} ({change})",
+                super::gc::human_bytes(old),
+                super::gc::human_bytes(new)
+            ));
+        }
+        ctx.out.data(&lines.join("\n"))?;
+    }
+    Ok(())
+}
+
+/// The plan between two toplevels (none: an empty system), with closure sizes.
+fn plan_between(
+    store: &Store,
+    target: &Target<'_>,
+    old: Option<&StorePath>,
+    new: (&StorePath, &Manifest),
+) -> Result<SystemDiff, Error> {
+    let old_manifest = match old {
+        Some(p) => Some(target.manifest(p)?),
+        None => None,
+    };
+    let diff = SystemDiff::between(old_manifest.as_ref(), new.1);
+    let old_size = old.map_or(Some(0), |p| closure_size(store, p));
+    Ok(match (old_size, closure_size(store, new.0)) {
+        (Some(a), Some(b)) => diff.with_closure_sizes(a, b),
+        _ => diff,
+    })
 }
 
 /// Print the plan from the current system to `new`.
-fn show_plan(ctx: &Context, target: &Target<'_>, new: &Manifest) -> Result<(), Error> {
-    let old = match target.current_system()? {
-        Some(p) => Some(target.manifest(&p)?),
-        None => None,
-    };
-    let diff = SystemDiff::between(old.as_ref(), new);
-    if ctx.json {
-        ctx.out
-            .json(&serde_json::to_value(&diff).expect("a diff serialises"))?;
-    } else {
-        ctx.out.data(&diff.lines().join("\n"))?;
-    }
-    Ok(())
+fn show_plan(
+    ctx: &Context,
+    store: &Store,
+    target: &Target<'_>,
+    new: (&StorePath, &Manifest),
+) -> Result<(), Error> {
+    let current = target.current_system()?;
+    let diff = plan_between(store, target, current.as_ref(), new)?;
+    print_diff(ctx, &diff)
 }
 
 fn report(ctx: &Context, n: u32, r: &ActivationReport) {
     for kept in &r.kept {
         ctx.out.warn(&format!(
-            "/etc/{kept} was made or changed by hand: left as it is (the generation's copy is in /etc/static/{kept})"
+            "{kept} was made or changed by hand (or is reached through a symbolic link): left as it is; `nexis check --drift` lists it"
         ));
+    }
+    for (file, aside) in &r.backed_up {
+        ctx.out
+            .warn(&format!("{file} was in the way: moved aside to {aside}"));
+    }
+    for home in &r.homes_created {
+        ctx.out.status("created", home);
+    }
+    if let Some(boot) = r.boot.as_ref().filter(|b| !b.written.is_empty()) {
+        ctx.out.status(
+            "boot",
+            &format!(
+                "{} files written, {} removed, {} copied",
+                boot.written.len(),
+                boot.removed.len(),
+                super::gc::human_bytes(boot.copied_bytes)
+            ),
+        );
     }
     ctx.out.status(
         "activated",
@@ -154,7 +256,7 @@ fn build_and_activate(ctx: &Context, mode: Mode, dry_run: bool) -> Result<ExitCo
     let target = Target::new(&store);
     recover(ctx, &target)?;
     let toplevel = build_configuration(ctx, &store)?;
-    show_plan(ctx, &target, &toplevel.manifest)?;
+    show_plan(ctx, &store, &target, (&toplevel.path, &toplevel.manifest))?;
     if dry_run {
         return Ok(ExitCode::SUCCESS);
     }
@@ -173,7 +275,7 @@ pub(crate) fn switch(ctx: &Context, args: &SwitchArgs) -> Result<ExitCode, Error
     recover(ctx, &target)?;
     let generation = Profiles::new(&store).get(n)?;
     let new = target.manifest(&generation.toplevel)?;
-    show_plan(ctx, &target, &new)?;
+    show_plan(ctx, &store, &target, (&generation.toplevel, &new))?;
     if !args.dry_run {
         let r = target.activate(n, Mode::Switch)?;
         report(ctx, n, &r);
@@ -199,7 +301,7 @@ pub(crate) fn rollback(ctx: &Context, _args: &RollbackArgs) -> Result<ExitCode, 
         .ok_or(nexis_activate::GenerationError::NothingBefore(0))?;
     let previous = profiles.before(current)?;
     let new = target.manifest(&previous.toplevel)?;
-    show_plan(ctx, &target, &new)?;
+    show_plan(ctx, &store, &target, (&previous.toplevel, &new))?;
     let r = target.activate(previous.number, Mode::Switch)?;
     report(ctx, previous.number, &r);
     Ok(ExitCode::SUCCESS)
@@ -212,6 +314,14 @@ pub(crate) fn generations(ctx: &Context, args: &GenerationsArgs) -> Result<ExitC
         profiles.delete(numbers)?;
         ctx.out
             .status("deleted", &format!("{} generations", numbers.len()));
+        // Their boot entries go too.
+        if let Some(current) = profiles.current()? {
+            let r = Target::new(&store).boot_entries(current)?;
+            if !r.removed.is_empty() {
+                ctx.out
+                    .status("removed", &format!("{} boot files", r.removed.len()));
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let current = profiles.current()?;
@@ -247,7 +357,12 @@ pub(crate) fn generations(ctx: &Context, args: &GenerationsArgs) -> Result<ExitC
                 } else {
                     format!(" ({})", marks.join(", "))
                 };
-                format!("{:>4}  {}  {}{marks}", g.number, utc(g.created), g.toplevel)
+                format!(
+                    "{:>4}  {}  {}{marks}",
+                    g.number,
+                    nexis_activate::utc(g.created),
+                    g.toplevel
+                )
             })
             .collect();
         ctx.out.data(&lines.join("\n"))?;
@@ -259,56 +374,22 @@ pub(crate) fn diff(ctx: &Context, args: &DiffArgs) -> Result<ExitCode, Error> {
     let store = Store::open(ctx.root()).map_err(|source| Error::Store { source })?;
     let target = Target::new(&store);
     let profiles = Profiles::new(&store);
-    let manifest_of =
-        |n: u32| -> Result<Manifest, Error> { Ok(target.manifest(&profiles.get(n)?.toplevel)?) };
     let old = match args.from {
-        Some(n) => Some(manifest_of(n)?),
-        None => match target.current_system()? {
-            Some(p) => Some(target.manifest(&p)?),
-            None => None,
-        },
+        Some(n) => Some(profiles.get(n)?.toplevel),
+        None => target.current_system()?,
     };
     let new = match args.to {
-        Some(n) => manifest_of(n)?,
-        None => build_configuration(ctx, &store)?.manifest,
+        Some(n) => {
+            let path = profiles.get(n)?.toplevel;
+            let manifest = target.manifest(&path)?;
+            (path, manifest)
+        }
+        None => {
+            let t = build_configuration(ctx, &store)?;
+            (t.path, t.manifest)
+        }
     };
-    let diff = SystemDiff::between(old.as_ref(), &new);
-    if ctx.json {
-        ctx.out
-            .json(&serde_json::to_value(&diff).expect("a diff serialises"))?;
-    } else {
-        ctx.out.data(&diff.lines().join("\n"))?;
-    }
+    let diff = plan_between(&store, &target, old.as_ref(), (&new.0, &new.1))?;
+    print_diff(ctx, &diff)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Seconds since the epoch as `YYYY-MM-DD HH:MM` (UTC).
-fn utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rest = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_dates() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00");
-        assert_eq!(super::utc(1_700_000_123), "2023-11-14 22:15");
-        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00");
-    }
 }
