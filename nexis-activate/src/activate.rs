@@ -90,6 +90,9 @@ pub enum ActivateError {
     /// The profile could not be changed.
     #[error(transparent)]
     Generation(#[from] GenerationError),
+    /// The activation lock could not be taken.
+    #[error("taking the activation lock")]
+    Lock(#[source] nexis_store::StoreError),
     /// The boot entries could not be written (nothing else was changed).
     #[error(transparent)]
     Boot(#[from] BootError),
@@ -161,6 +164,11 @@ impl<'s> Target<'s> {
         }
     }
 
+    /// The root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// `ROOT/etc`.
     pub fn etc(&self) -> PathBuf {
         self.root.join("etc")
@@ -219,6 +227,7 @@ impl<'s> Target<'s> {
 
     /// Put generation `n` in effect as `mode` says.
     pub fn activate(&self, n: u32, mode: Mode) -> Result<ActivationReport, ActivateError> {
+        let _lock = self.store.lock_activation().map_err(ActivateError::Lock)?;
         let profiles = Profiles::new(self.store);
         let generation = profiles.get(n)?;
         let journal = self.journal();
@@ -540,7 +549,7 @@ fn backup(path: &Path) -> Result<String, ActivateError> {
 
 /// How a path stands against what a generation puts there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+pub(crate) enum State {
     /// It is exactly what the entry says.
     Ours,
     /// Nothing is there.
@@ -549,7 +558,11 @@ enum State {
     Other,
 }
 
-fn state_of(dest: &Path, link: &Path, entry: &FileEntry) -> Result<State, ActivateError> {
+pub(crate) fn state_of(
+    dest: &Path,
+    link: &Path,
+    entry: &FileEntry,
+) -> Result<State, ActivateError> {
     let meta = match fs::symlink_metadata(dest) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State::Missing),
@@ -584,7 +597,7 @@ fn state_of(dest: &Path, link: &Path, entry: &FileEntry) -> Result<State, Activa
 }
 
 /// The numeric id of `name` in the root's `/etc/passwd` (or `/etc/group`); `root` is 0.
-fn id_of(etc: &Path, file: &str, name: &str) -> Option<u32> {
+pub(crate) fn id_of(etc: &Path, file: &str, name: &str) -> Option<u32> {
     if name == "root" {
         return Some(0);
     }

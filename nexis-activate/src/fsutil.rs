@@ -13,14 +13,14 @@ fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
     move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-/// A temporary name beside `path`, unique to this process.
+/// The temporary name beside `path`. It is the same for every process (activations
+/// hold a lock), so the temporary of a killed activation is reused, not left behind.
 fn temp_beside(path: &Path) -> std::path::PathBuf {
     path.with_file_name(format!(
-        ".{}.nexis-tmp-{}",
+        ".{}.nexis-tmp",
         path.file_name()
             .expect("a path with a name")
-            .to_string_lossy(),
-        std::process::id()
+            .to_string_lossy()
     ))
 }
 

@@ -19,6 +19,7 @@
 mod activate;
 mod boot;
 mod diff;
+mod drift;
 mod fsutil;
 mod generation;
 mod manifest;
@@ -31,6 +32,7 @@ pub use boot::{
     BootEntry, BootError, BootReport, BootSpec, find_initrd, find_kernel, utc, write_boot_entries,
 };
 pub use diff::SystemDiff;
+pub use drift::{Drift, DriftKind};
 pub use generation::{Generation, GenerationError, Profiles};
 pub use manifest::{
     BootFiles, FileEntry, FileKind, MANIFEST_FILE, MANIFEST_VERSION, Manifest, ManifestPackage,

@@ -137,6 +137,19 @@ fn switch_change_switch_rollback_and_generations() {
         "mine\n"
     );
     assert_eq!(read_etc(root.path(), "hostname"), "box\n");
+    // The drift check lists it, with a file added by hand and a mode changed by hand.
+    fs::write(root.path().join("etc/extra.conf"), "x\n").unwrap();
+    let note = root.path().join("etc/nexis/note");
+    fs::set_permissions(&note, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let o = nexis(root.path(), &config, &["check", "--drift"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(
+        out,
+        "added   /etc/extra.conf\nchanged /etc/motd\nmode    /etc/nexis/note (0644, expected 0600)\n",
+    );
+    fs::remove_file(root.path().join("etc/extra.conf")).unwrap();
+    fs::set_permissions(&note, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     assert!(fs::symlink_metadata(root.path().join("etc/issue")).is_err());
     // A file with its own mode is a real file with that mode.
     let note = root.path().join("etc/nexis/note");
@@ -365,6 +378,12 @@ fn a_switch_killed_at_any_instant_leaves_one_generation_in_full() {
             panic!("trial {trial}: /etc is not generation {}'s: {e}", now + 1);
         }
         assert!(!root.path().join("nexis/var/nexis/activating").exists());
+        let drift = nexis(root.path(), &config, &["check", "--drift"]);
+        assert!(
+            drift.status.success(),
+            "trial {trial}: drift after recovery: {}",
+            String::from_utf8_lossy(&drift.stdout)
+        );
     }
     eprintln!("{killed} of 60 switches were interrupted");
     assert!(

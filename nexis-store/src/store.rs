@@ -149,6 +149,12 @@ impl Store {
         self.lock_file(&format!("{}.build", path.hash_part()), true)
     }
 
+    /// Take the activation lock (blocking): held while a generation is put in effect on
+    /// this root, so that two switches never interleave.
+    pub fn lock_activation(&self) -> Result<File, StoreError> {
+        self.lock_file("activation", true)
+    }
+
     /// Take the GC lock: shared for adding, exclusive for collecting.
     pub(crate) fn lock_gc(&self, exclusive: bool) -> Result<File, StoreError> {
         self.lock_file("gc", exclusive)

@@ -9,11 +9,54 @@ use crate::context::Context;
 use crate::error::Error;
 use nexis_build::{FsLoader, LockMode};
 
-/// Check that the configuration evaluates; print every error with its place.
+/// Check that the configuration evaluates; print every error with its place. With
+/// `--drift`, compare the root with its running generation instead
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// List every difference between the root and the generation in effect in the
+    /// immutable areas (/etc, linked home files): changed, added and missing files,
+    /// wrong modes and owners. Exits 1 when there is any
+    #[arg(long)]
+    drift: bool,
+}
 
-pub(crate) fn run(ctx: &Context, _args: &Args) -> Result<ExitCode, Error> {
+/// `nexis check --drift`.
+fn drift(ctx: &Context) -> Result<ExitCode, Error> {
+    let store = nexis_store::Store::open(ctx.root()).map_err(|source| Error::Store { source })?;
+    let target = nexis_activate::Target::new(&store);
+    let found = target.drift()?;
+    if ctx.json {
+        ctx.out
+            .json(&serde_json::to_value(&found).expect("drift serialises"))?;
+    } else if !found.is_empty() {
+        let lines: Vec<String> = found
+            .iter()
+            .map(|d| {
+                if d.detail.is_empty() {
+                    format!("{:<8}{}", d.kind.as_str(), d.path)
+                } else {
+                    format!("{:<8}{} ({})", d.kind.as_str(), d.path, d.detail)
+                }
+            })
+            .collect();
+        ctx.out.data(&lines.join("\n"))?;
+    }
+    if found.is_empty() {
+        ctx.out.status("ok", "the root is its running generation");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        ctx.out.status(
+            "drift",
+            &format!("{} differences from the running generation", found.len()),
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
+    if args.drift {
+        return drift(ctx);
+    }
     let path = ctx.config_path()?;
     match super::evaluate_with_inputs(ctx, FsLoader::new(), &path, LockMode::Use, &|_| Ok(()))? {
         Ok(evaluation) => {
