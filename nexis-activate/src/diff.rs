@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::manifest::{FileEntry, Manifest};
 use crate::services::plan;
+use crate::users::BUILTIN_GROUP_IDS;
 
 /// The plan of a switch: what differs between two manifests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -132,7 +133,10 @@ impl SystemDiff {
                 &mut d.files_changed,
             );
         }
-        for (name, u) in &new.users {
+        // Built-in accounts are on every system: not worth a line.
+        let builtin_user = |name: &str| name == "root" || name == "nobody";
+        let builtin_group = |name: &str| BUILTIN_GROUP_IDS.iter().any(|(n, _)| *n == name);
+        for (name, u) in new.users.iter().filter(|(n, _)| !builtin_user(n)) {
             match old.users.get(name) {
                 None => d.users_added.push(format!("{name} (uid {})", u.uid)),
                 Some(o) if o != u => {
@@ -158,18 +162,18 @@ impl SystemDiff {
                 Some(_) => {}
             }
         }
-        for (name, u) in &old.users {
+        for (name, u) in old.users.iter().filter(|(n, _)| !builtin_user(n)) {
             if !new.users.contains_key(name) {
                 d.users_removed
                     .push(format!("{name} (uid {}; {} is kept)", u.uid, u.home));
             }
         }
-        for (name, g) in &new.groups {
+        for (name, g) in new.groups.iter().filter(|(n, _)| !builtin_group(n)) {
             if !old.groups.contains_key(name) {
                 d.groups_added.push(format!("{name} (gid {})", g.gid));
             }
         }
-        for (name, g) in &old.groups {
+        for (name, g) in old.groups.iter().filter(|(n, _)| !builtin_group(n)) {
             if !new.groups.contains_key(name) {
                 d.groups_removed.push(format!("{name} (gid {})", g.gid));
             }
