@@ -2,7 +2,10 @@
 # End to end: `nexis build` of the generated target-size system (50 modules, 1,000
 # packages, 200 services, 50 users; trivial script recipes, so every build is real and
 # sandboxed but takes milliseconds), then the same command again when every output is
-# valid: the no-op rebuild, evaluation included (target: under 100 ms).
+# valid: the no-op rebuild, evaluation included (target: under 100 ms). Then `nexis
+# switch` of that system into the temporary root, and the no-op switch (target: under
+# 300 ms), against Nix building the same and setting a profile to it (`nix-env --set`,
+# which activates nothing: a lower bound of what a Nix system switch does).
 #
 #   benches/build-noop.sh [REPEATS]   (default 5; the no-op figure is the median)
 #
@@ -58,6 +61,17 @@ if [ -x /usr/bin/time ]; then
     /usr/bin/time -f 'nexis no-op peak RSS: %M KiB' "$NEXIS" --root "$WORK/root" --config "$CONFIG" build --no-link >/dev/null
 fi
 
+nexis switch >/dev/null 2>&1
+times=()
+for _ in $(seq "$REPEATS"); do
+    s=$(date +%s.%N)
+    nexis switch >/dev/null 2>&1
+    e=$(date +%s.%N)
+    times+=("$(echo "$e - $s" | bc -l)")
+done
+switch_noop=$(echo "${times[*]}" | median)
+printf 'nexis no-op switch (median of %s): %.1f ms\n' "$REPEATS" "$(echo "$switch_noop * 1000" | bc -l)"
+
 if ! command -v nix-build >/dev/null; then
     echo "nix-build not found: no side-by-side figures"
     exit 0
@@ -80,3 +94,14 @@ done
 nix_noop=$(echo "${times[*]}" | median)
 printf 'Nix no-op build (median of %s): %.1f ms; Nix/nexis %.1fx\n' "$REPEATS" \
     "$(echo "$nix_noop * 1000" | bc -l)" "$(echo "$nix_noop / $noop" | bc -l)"
+times=()
+for _ in $(seq "$REPEATS"); do
+    s=$(date +%s.%N)
+    out=$(nixb 2>/dev/null)
+    nix-env --store "$WORK/nixstore" -p "$WORK/nixprofile" --set "$out" >/dev/null 2>&1
+    e=$(date +%s.%N)
+    times+=("$(echo "$e - $s" | bc -l)")
+done
+nix_switch=$(echo "${times[*]}" | median)
+printf 'Nix no-op build + nix-env --set (median of %s): %.1f ms; Nix/nexis %.1fx\n' "$REPEATS" \
+    "$(echo "$nix_switch * 1000" | bc -l)" "$(echo "$nix_switch / $switch_noop" | bc -l)"

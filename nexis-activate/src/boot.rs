@@ -35,17 +35,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path, PathBuf};
 
 use nexis_config::BootLoader;
-use nexis_store::{BASE32_ALPHABET, HASH_CHARS, StorePath};
+use nexis_store::{BASE32_ALPHABET, HASH_CHARS, StorePath, human_bytes};
+
+use crate::fsutil::{self, TMP_SUFFIX, temp_beside};
 
 /// Where the copies of kernels and initrds go, under the boot folder.
 const COPIES: &str = "nexis";
-/// The suffix of temporary files, removed when a run is interrupted.
-const TMP_SUFFIX: &str = ".nexis-tmp";
 /// The first line of `loader.conf`.
 const LOADER_CONF_HEADER: &str = "# default and timeout are written by nexis at every switch";
 /// Space kept free beyond what the files take (folder blocks, metadata).
@@ -112,8 +112,8 @@ pub enum BootError {
     #[error(
         "not enough space in {} for the boot entries: {} needed, {} free; delete old generations (`nexis generations delete …`) then `nexis gc`, or make /boot larger",
         boot_dir.display(),
-        human(*needed),
-        human(*available)
+        human_bytes(*needed),
+        human_bytes(*available)
     )]
     NoSpace {
         /// The boot folder.
@@ -591,20 +591,10 @@ fn is_file(path: &Path) -> Result<bool, BootError> {
     }
 }
 
-/// `.NAME.nexis-tmp` beside `path`.
-fn temp_path(path: &Path) -> PathBuf {
-    path.with_file_name(format!(
-        ".{}{TMP_SUFFIX}",
-        path.file_name()
-            .expect("a file has a name")
-            .to_string_lossy()
-    ))
-}
-
 /// Copy `source` to `dest` through a temporary file (synced, renamed); the bytes copied.
 /// The caller syncs the folder.
 fn copy_in(source: &Path, dest: &Path) -> Result<u64, BootError> {
-    let tmp = temp_path(dest);
+    let tmp = temp_beside(dest);
     let copied = copy_to(source, &tmp).and_then(|n| {
         fs::rename(&tmp, dest).map_err(io_at("rename into place", dest))?;
         Ok(n)
@@ -625,28 +615,11 @@ fn copy_to(source: &Path, tmp: &Path) -> Result<u64, BootError> {
 
 /// Write a file through a temporary one (synced, renamed), then sync its folder.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BootError> {
-    let dir = path.parent().expect("a file has a folder");
-    fs::create_dir_all(dir).map_err(io_at("create", dir))?;
-    let tmp = temp_path(path);
-    let written = write_to(&tmp, bytes)
-        .and_then(|()| fs::rename(&tmp, path).map_err(io_at("rename into place", path)));
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
-    sync_dir(dir)
-}
-
-fn write_to(tmp: &Path, bytes: &[u8]) -> Result<(), BootError> {
-    let mut f = fs::File::create(tmp).map_err(io_at("create", tmp))?;
-    f.write_all(bytes).map_err(io_at("write", tmp))?;
-    f.sync_all().map_err(io_at("sync", tmp))
+    fsutil::write_atomic(path, bytes).map_err(io_at("write", path))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), BootError> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_at("sync", dir))
+    fsutil::sync_dir(dir).map_err(io_at("sync", dir))
 }
 
 /// Remove what nexis made and no kept entry uses: entry files of other generations,
@@ -723,22 +696,6 @@ pub fn utc(secs: i64) -> String {
     )
 }
 
-/// A size for people: `812 bytes`, `1.5 MiB`.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let mut unit = 0;
-    let mut scale: u128 = 1024;
-    while unit + 1 < UNITS.len() && u128::from(bytes) >= scale * 1024 {
-        unit += 1;
-        scale *= 1024;
-    }
-    let tenths = u128::from(bytes) * 10 / scale;
-    format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,9 +713,9 @@ mod tests {
 
     #[test]
     fn sizes_and_dates() {
-        assert_eq!(human(812), "812 bytes");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(human_bytes(812), "812 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
         assert_eq!(utc(0), "1970-01-01 00:00");
         assert_eq!(utc(1_700_000_123), "2023-11-14 22:15");
     }

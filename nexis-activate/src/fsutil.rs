@@ -13,25 +13,31 @@ fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
     move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-/// The temporary name beside `path`. It is the same for every process (activations
-/// hold a lock), so the temporary of a killed activation is reused, not left behind.
-fn temp_beside(path: &Path) -> std::path::PathBuf {
+/// What temporary names end with.
+pub(crate) const TMP_SUFFIX: &str = ".nexis-tmp";
+
+/// The temporary name beside `path`, `.NAME.nexis-tmp`. It is the same for every process
+/// (activations hold a lock), so the temporary of a killed activation is reused, not
+/// left behind.
+pub(crate) fn temp_beside(path: &Path) -> std::path::PathBuf {
     path.with_file_name(format!(
-        ".{}.nexis-tmp",
+        ".{}{TMP_SUFFIX}",
         path.file_name()
             .expect("a path with a name")
             .to_string_lossy()
     ))
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// Make the renames in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(at(dir))
 }
 
 /// Replace the file at `path` with `bytes` (mode 0644 unless `mode`), durably.
-/// `prepare` runs on the temporary before the rename (to set an owner, say).
+/// `prepare` runs on the temporary before the rename (to set an owner, say). On failure
+/// the temporary is removed.
 pub(crate) fn write_atomic_with(
     path: &Path,
     bytes: &[u8],
@@ -41,14 +47,20 @@ pub(crate) fn write_atomic_with(
     let dir = path.parent().expect("a file has a folder");
     fs::create_dir_all(dir).map_err(at(dir))?;
     let tmp = temp_beside(path);
-    let mut f = fs::File::create(&tmp).map_err(at(&tmp))?;
-    f.write_all(bytes).map_err(at(&tmp))?;
-    f.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(at(&tmp))?;
-    prepare(&tmp).map_err(at(&tmp))?;
-    f.sync_all().map_err(at(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(at(path))?;
+    let written = (|| {
+        let mut f = fs::File::create(&tmp).map_err(at(&tmp))?;
+        f.write_all(bytes).map_err(at(&tmp))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(at(&tmp))?;
+        prepare(&tmp).map_err(at(&tmp))?;
+        f.sync_all().map_err(at(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(at(path))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     sync_dir(dir)
 }
 

@@ -82,6 +82,6 @@ pub use receive::{FileDigest, ReceiveError, Receiver, Trust};
 pub use refs::RefScanner;
 pub use repair::RepairReport;
 pub use sign::{PublicKey, SecretKey, SignError, fingerprint as signing_fingerprint, trusted_by};
-pub use store::{Store, StoreError, error_chain};
+pub use store::{Store, StoreError, error_chain, human_bytes};
 pub use substitute::{CacheSource, DirCache, SubstituteReport};
 pub use verify::{Problem, VerifyProgress, VerifyReport};

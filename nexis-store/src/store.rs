@@ -239,3 +239,19 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+/// A size as people read it: `812 B`, `1.5 KiB`, `3.0 MiB` (binary units, one decimal).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut unit = 0;
+    let mut scale: u128 = 1024;
+    while unit + 1 < UNITS.len() && u128::from(bytes) >= scale * 1024 {
+        unit += 1;
+        scale *= 1024;
+    }
+    let tenths = u128::from(bytes) * 10 / scale;
+    format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
+}

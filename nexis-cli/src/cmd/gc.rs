@@ -83,7 +83,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
             &format!(
                 "{verb} {} paths, {} freed; {} live",
                 report.deleted.len(),
-                human_bytes(report.bytes_freed),
+                nexis_store::human_bytes(report.bytes_freed),
                 report.live
             ),
         );
@@ -91,15 +91,6 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[allow(clippy::cast_precision_loss)] // a human-readable figure
-pub(crate) fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30)),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20)),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -113,7 +104,5 @@ mod tests {
         assert_eq!(parse_size("1g"), Ok(1 << 30));
         assert!(parse_size("x").is_err());
         assert!(parse_size("99999999999999G").is_err());
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
     }
 }

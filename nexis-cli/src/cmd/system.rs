@@ -170,14 +170,14 @@ fn print_diff(ctx: &Context, diff: &SystemDiff) -> Result<(), Error> {
         let mut lines = diff.lines();
         if let Some((old, new)) = diff.closure_size {
             let change = if new >= old {
-                format!("+{}", super::gc::human_bytes(new - old))
+                format!("+{}", nexis_store::human_bytes(new - old))
             } else {
-                format!("-{}", super::gc::human_bytes(old - new))
+                format!("-{}", nexis_store::human_bytes(old - new))
             };
             lines.push(format!(
                 "closure size: {} → {} ({change})",
-                super::gc::human_bytes(old),
-                super::gc::human_bytes(new)
+                nexis_store::human_bytes(old),
+                nexis_store::human_bytes(new)
             ));
         }
         ctx.out.data(&lines.join("\n"))?;
@@ -236,7 +236,7 @@ fn report(ctx: &Context, n: u32, r: &ActivationReport) {
                 "{} files written, {} removed, {} copied",
                 boot.written.len(),
                 boot.removed.len(),
-                super::gc::human_bytes(boot.copied_bytes)
+                nexis_store::human_bytes(boot.copied_bytes)
             ),
         );
     }

@@ -39,7 +39,7 @@ pub(crate) fn run(ctx: &Context, store: &Store) -> Result<ExitCode, Error> {
                 report.paths,
                 report.files,
                 report.replaced,
-                crate::cmd::gc::human_bytes(report.bytes_saved)
+                nexis_store::human_bytes(report.bytes_saved)
             ),
         );
     }
