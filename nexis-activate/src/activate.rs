@@ -253,6 +253,11 @@ impl<'s> Target<'s> {
                 _ => None,
             };
             report = self.apply(&generation.toplevel, &new, old.as_ref())?;
+            // The running system is a GC root even when its generation is deleted.
+            let root = self.store.state_dir().join("gcroots/current-system");
+            if fs::symlink_metadata(&root).is_err() {
+                replace_link(&root, Path::new("/run/current-system"))?;
+            }
             replace_link(
                 &self.current_system_link(),
                 Path::new(&generation.toplevel.to_string()),

@@ -238,6 +238,13 @@ fn test_and_boot_change_only_what_they_say() {
         generations(root.path(), &config).as_array().unwrap().len(),
         3
     );
+
+    // The running generation (2, from `test`) may be deleted, but gc keeps what runs.
+    let running = g[1]["toplevel"].as_str().unwrap().to_owned();
+    ok(&nexis(root.path(), &config, &["generations", "delete", "2"]));
+    ok(&nexis(root.path(), &config, &["gc"]));
+    assert!(root.path().join(running.trim_start_matches('/')).join("etc/hostname").exists());
+    assert_eq!(read_etc(root.path(), "hostname"), "tested\n");
 }
 
 #[test]
