@@ -90,7 +90,10 @@ fn switch(c: &mut Criterion) {
         });
     });
     // The switches did switch: the running system is the last one switched to.
-    assert_eq!(target.current_system().unwrap().as_ref(), Some(&tops[1 - next]));
+    assert_eq!(
+        target.current_system().unwrap().as_ref(),
+        Some(&tops[1 - next])
+    );
     c.bench_function("activate/noop-1000-etc-50-services", |b| {
         b.iter(|| {
             let r = target

@@ -29,6 +29,9 @@ use crate::boot::{BootEntry, BootError, BootReport, BootSpec, write_boot_entries
 use crate::fsutil;
 use crate::generation::{GenerationError, Profiles, replace_link};
 use crate::manifest::{FileEntry, FileKind, Manifest};
+use crate::services::{
+    ServiceError, ServicesReport, apply as apply_services, connect, install, plan,
+};
 
 /// `/etc` files that are the configuration's alone: written whatever is there.
 const AUTHORITATIVE: &[&str] = &["passwd", "group", "shadow", "gshadow"];
@@ -93,6 +96,9 @@ pub enum ActivateError {
     /// The activation lock could not be taken.
     #[error("taking the activation lock")]
     Lock(#[source] nexis_store::StoreError),
+    /// The services could not be installed.
+    #[error(transparent)]
+    Services(#[from] ServiceError),
     /// The boot entries could not be written (nothing else was changed).
     #[error(transparent)]
     Boot(#[from] BootError),
@@ -130,6 +136,9 @@ pub struct ActivationReport {
     pub homes_created: Vec<String>,
     /// What the boot entries needed (none for `nexis test`).
     pub boot: Option<BootReport>,
+    /// What was done to the services, when a supervisor runs for the root (none when
+    /// the services were only installed).
+    pub services: Option<ServicesReport>,
 }
 
 /// One area of the root that a generation puts files in.
@@ -248,9 +257,11 @@ impl<'s> Target<'s> {
         let mut report = ActivationReport::default();
         if mode != Mode::Boot {
             let new = self.manifest(&generation.toplevel)?;
+            // Running already: nothing to stop or restart (a no-op activation).
             let old = match self.current_system()? {
-                Some(p) if p != generation.toplevel => self.manifest(&p).ok(),
-                _ => None,
+                Some(p) if p == generation.toplevel => Some(new.clone()),
+                Some(p) => self.manifest(&p).ok(),
+                None => None,
             };
             report = self.apply(&generation.toplevel, &new, old.as_ref())?;
             // The running system is a GC root even when its generation is deleted.
@@ -351,6 +362,30 @@ impl<'s> Target<'s> {
         let old_files = old.map(files).unwrap_or_default();
         self.apply_area(&area, &files(new), &old_files, &mut report)?;
         self.make_homes(new, &mut report)?;
+        self.apply_homes(&top, new, old, &mut report)?;
+        // Services last, with every file they read in place.
+        let services = top.join("services");
+        let backend = new.init;
+        match connect(backend, &self.root, &services)? {
+            Some(mut supervisor) => {
+                let none = BTreeMap::new();
+                let plan = plan(old.map_or(&none, |m| &m.services), &new.services);
+                report.services = Some(apply_services(&plan, supervisor.as_mut())?);
+            }
+            None => install(backend, &self.root, &services)?,
+        }
+        Ok(report)
+    }
+
+    /// Put each user's home files in place; remove those of users that are gone.
+    fn apply_homes(
+        &self,
+        top: &Path,
+        new: &Manifest,
+        old: Option<&Manifest>,
+        report: &mut ActivationReport,
+    ) -> Result<(), ActivateError> {
+        let empty = BTreeMap::new();
         let mut users: Vec<&String> = new.home.keys().collect();
         if let Some(old) = old {
             users.extend(old.home.keys().filter(|u| !new.home.contains_key(*u)));
@@ -375,10 +410,10 @@ impl<'s> Target<'s> {
                 &area,
                 new.home.get(user).unwrap_or(&empty),
                 old.and_then(|o| o.home.get(user)).unwrap_or(&empty),
-                &mut report,
+                report,
             )?;
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Create the home directories that do not exist, owned by their users (mode 0700).

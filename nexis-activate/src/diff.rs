@@ -180,7 +180,13 @@ impl SystemDiff {
         }
         let services = plan(&old.services, &new.services);
         d.services_stop = services.stop;
-        d.services_restart = services.restart;
+        // `boot` changes whenever the set of enabled services does: the starts and stops
+        // say that already.
+        d.services_restart = services
+            .restart
+            .into_iter()
+            .filter(|s| s != "boot")
+            .collect();
         d.services_start = services.start;
         if old.boot != new.boot {
             let show = |b: Option<&crate::manifest::BootFiles>| {

@@ -142,7 +142,8 @@ fn check_area(
                 let meta = fs::symlink_metadata(&path).ok();
                 let same_content = entry.kind == FileKind::Real
                     && meta.as_ref().is_some_and(fs::Metadata::is_file)
-                    && fs::read(&path).is_ok_and(|b| blake3::hash(&b).to_hex().as_str() == entry.hash);
+                    && fs::read(&path)
+                        .is_ok_and(|b| blake3::hash(&b).to_hex().as_str() == entry.hash);
                 if same_content {
                     let mode = meta.map_or(0, |m| m.mode() & 0o7777);
                     out.push(drift(
@@ -163,7 +164,8 @@ fn check_area(
                 // Only root can give files away; as another user, ownership is not
                 // something activation could have set.
                 if rustix::process::geteuid().is_root()
-                    && (uid.is_some_and(|u| u != meta.uid()) || gid.is_some_and(|g| g != meta.gid()))
+                    && (uid.is_some_and(|u| u != meta.uid())
+                        || gid.is_some_and(|g| g != meta.gid()))
                 {
                     out.push(drift(
                         DriftKind::Owner,

@@ -241,9 +241,18 @@ fn test_and_boot_change_only_what_they_say() {
 
     // The running generation (2, from `test`) may be deleted, but gc keeps what runs.
     let running = g[1]["toplevel"].as_str().unwrap().to_owned();
-    ok(&nexis(root.path(), &config, &["generations", "delete", "2"]));
+    ok(&nexis(
+        root.path(),
+        &config,
+        &["generations", "delete", "2"],
+    ));
     ok(&nexis(root.path(), &config, &["gc"]));
-    assert!(root.path().join(running.trim_start_matches('/')).join("etc/hostname").exists());
+    assert!(
+        root.path()
+            .join(running.trim_start_matches('/'))
+            .join("etc/hostname")
+            .exists()
+    );
     assert_eq!(read_etc(root.path(), "hostname"), "tested\n");
 }
 
@@ -415,9 +424,8 @@ fn users_groups_and_home_files() {
     let root = tempfile::tempdir().unwrap();
     let conf = tempfile::tempdir().unwrap();
     let config = demo_copy(conf.path());
-    let is_root = fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
+    let is_root =
+        fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
 
     // Alice already has a git config of her own: it is moved aside, not lost.
     let git = root.path().join("home/alice/.config/git");
@@ -567,12 +575,25 @@ fn boot_entries_follow_the_generations() {
     let with_kernel = |hostname: &str| {
         let text = fs::read_to_string(&config).unwrap();
         let text = text
-            .replace("loader = \"grub\"\n", "loader = \"grub\"\nkernel = \"linux\"\n")
-            .replace("hostname = \"nexis-demo\"", &format!("hostname = \"{hostname}\""))
+            .replace(
+                "loader = \"grub\"\n",
+                "loader = \"grub\"\nkernel = \"linux\"\n",
+            )
+            .replace(
+                "hostname = \"nexis-demo\"",
+                &format!("hostname = \"{hostname}\""),
+            )
             .replace("hostname = \"h1\"", &format!("hostname = \"{hostname}\""))
             .replace("hostname = \"h2\"", &format!("hostname = \"{hostname}\""))
             .replace("hostname = \"h3\"", &format!("hostname = \"{hostname}\""));
-        fs::write(&config, text.replace("kernel = \"linux\"\nkernel = \"linux\"\n", "kernel = \"linux\"\n")).unwrap();
+        fs::write(
+            &config,
+            text.replace(
+                "kernel = \"linux\"\nkernel = \"linux\"\n",
+                "kernel = \"linux\"\n",
+            ),
+        )
+        .unwrap();
     };
     let grub = root.path().join("boot/grub/grub.cfg");
     let entries = |text: &str| text.matches("menuentry ").count();
@@ -581,25 +602,160 @@ fn boot_entries_follow_the_generations() {
     for (i, host) in ["h1", "h2", "h3", "h4"].iter().enumerate() {
         with_kernel(host);
         let (_, err) = ok(&nexis(root.path(), &config, &["switch"]));
-        assert!(err.contains(&format!("activated: generation {}", i + 1)), "{err}");
+        assert!(
+            err.contains(&format!("activated: generation {}", i + 1)),
+            "{err}"
+        );
         let text = fs::read_to_string(&grub).unwrap();
         assert_eq!(entries(&text), (i + 1).min(3), "{text}");
-        assert!(text.contains(&format!("set default=nexis-generation-{}", i + 1)), "{text}");
+        assert!(
+            text.contains(&format!("set default=nexis-generation-{}", i + 1)),
+            "{text}"
+        );
     }
     let text = fs::read_to_string(&grub).unwrap();
     assert!(!text.contains("generation 1 "), "{text}");
     assert!(text.contains("initrd "), "{text}");
-    let toplevel = generations(root.path(), &config)[3]["toplevel"].as_str().unwrap().to_owned();
+    let toplevel = generations(root.path(), &config)[3]["toplevel"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(text.contains(&format!("init={toplevel}/init")), "{text}");
     // The kernel is copied once: every generation has the same one.
-    let copies: Vec<_> = fs::read_dir(root.path().join("boot/nexis")).unwrap().collect();
+    let copies: Vec<_> = fs::read_dir(root.path().join("boot/nexis"))
+        .unwrap()
+        .collect();
     assert_eq!(copies.len(), 2, "one kernel and one initrd");
 
     // Rolling back makes generation 3 the default; deleting 4 removes its entry.
     ok(&nexis(root.path(), &config, &["rollback"]));
-    assert!(fs::read_to_string(&grub).unwrap().contains("set default=nexis-generation-3"));
-    ok(&nexis(root.path(), &config, &["generations", "delete", "4"]));
+    assert!(
+        fs::read_to_string(&grub)
+            .unwrap()
+            .contains("set default=nexis-generation-3")
+    );
+    ok(&nexis(
+        root.path(),
+        &config,
+        &["generations", "delete", "4"],
+    ));
     let text = fs::read_to_string(&grub).unwrap();
     assert!(!text.contains("nexis-generation-4"), "{text}");
-    assert_eq!(entries(&text), 3, "generations 1 to 3 are the newest three now: {text}");
+    assert_eq!(
+        entries(&text),
+        3,
+        "generations 1 to 3 are the newest three now: {text}"
+    );
+}
+
+/// A `runsvdir` watching a root's scan directory, killed with its `runsv`s at the end.
+struct Runsvdir(std::process::Child);
+
+impl Runsvdir {
+    fn start(root: &Path) -> Option<Runsvdir> {
+        use std::os::unix::process::CommandExt as _;
+        let scan = root.join("run/runit/service");
+        fs::create_dir_all(&scan).unwrap();
+        let child = Command::new("runsvdir")
+            .arg(&scan)
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Runsvdir(child))
+    }
+}
+
+impl Drop for Runsvdir {
+    fn drop(&mut self) {
+        // The whole group: runsvdir, its runsv and the services.
+        let group = i32::try_from(self.0.id()).unwrap();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn sv_status(root: &Path, service: &str) -> String {
+    let o = Command::new("sv")
+        .arg("status")
+        .arg(root.join("run/runit/service").join(service))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn services_are_switched_on_a_running_supervisor() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    let config = conf.path().join("nexis.toml");
+    let write = |extra: &str| {
+        fs::write(
+            &config,
+            format!(
+                "[system]\nhostname = \"svc\"\ninit = \"runit\"\n\n\
+                 [services.a]\ncommand = \"/bin/sleep 1000\"\n\n\
+                 [services.b]\ndepends-on = [\"a\"]\n{extra}"
+            ),
+        )
+        .unwrap();
+    };
+    // Without a supervisor for the root the services are only installed.
+    write("command = \"/bin/sleep 2000\"\n");
+    let (_, err) = ok(&nexis(root.path(), &config, &["switch"]));
+    assert!(!err.contains("runit: start"), "{err}");
+    assert!(root.path().join("run/runit/service/a/run").exists());
+
+    let Some(_supervisor) = Runsvdir::start(root.path()) else {
+        eprintln!("skipping the live part: no runsvdir (Debian's runit package)");
+        return;
+    };
+    // The services run once runsvdir has seen them; a switch to the same generation
+    // changes nothing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !sv_status(root.path(), "b").starts_with("run:") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            sv_status(root.path(), "b")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (out, err) = ok(&nexis(root.path(), &config, &["switch"]));
+    assert!(
+        out.contains("no changes") && !err.contains("runit:"),
+        "{out}{err}"
+    );
+
+    // b changes, c is new and fails at once: the switch says so and exits 1.
+    write("command = \"/bin/sleep 3000\"\n\n[services.c]\ncommand = \"/bin/sh -c 'exit 1'\"\n");
+    let (plan, _) = ok(&nexis(root.path(), &config, &["switch", "--dry-run"]));
+    assert!(plan.contains("services:\n  restart b\n  start c"), "{plan}");
+    let o = nexis(root.path(), &config, &["switch"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("runit: restart b"), "{err}");
+    assert!(err.contains("start c: failed"), "{err}");
+    assert!(
+        err.contains("generation 2 is in effect, but 1 service action failed"),
+        "{err}"
+    );
+    assert!(sv_status(root.path(), "b").starts_with("run:"));
+    assert!(
+        !err.lines().any(|l| l.ends_with(" a")),
+        "a did not change: {err}"
+    );
+
+    // Rolling back stops and removes c and restarts b with its old command.
+    let (_, err) = ok(&nexis(root.path(), &config, &["rollback"]));
+    assert!(
+        err.contains("runit: stop c") && err.contains("runit: restart b"),
+        "{err}"
+    );
+    assert!(!root.path().join("run/runit/service/c").exists());
+    let (out, _) = ok(&nexis(root.path(), &config, &["check", "--drift"]));
+    assert!(out.is_empty(), "{out}");
 }

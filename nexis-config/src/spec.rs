@@ -134,6 +134,15 @@ pub enum Init {
     Runit,
 }
 
+impl fmt::Display for Init {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Init::Dinit => "dinit",
+            Init::Runit => "runit",
+        })
+    }
+}
+
 fn default_hostname() -> Spanned<String> {
     Spanned::unspanned("nexis".into())
 }

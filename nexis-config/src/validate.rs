@@ -855,14 +855,16 @@ fn services(v: &mut V<'_>, spec: &SystemSpec) {
         if name.is_empty()
             || !name
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.@-".contains(c))
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            || name.starts_with('.')
         {
+            // `@` is out: Dinit reads `NAME@ARG` as an instance of the template `NAME`.
             v.err(
                 "invalid-value",
                 at,
                 format!("`{}` is not a valid service name", name.value),
                 "invalid service name",
-                Some("use letters, digits and `_.@-`".into()),
+                Some("use letters, digits and `_.-` (not first: `.`)".into()),
             );
         }
         if BUILTIN_SERVICES.contains(&name.value.as_str()) {

@@ -91,7 +91,6 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -216,7 +216,9 @@ fn show_plan(
     print_diff(ctx, &diff)
 }
 
-fn report(ctx: &Context, n: u32, r: &ActivationReport) {
+/// Tell what an activation did; failure when a service action failed (the generation is
+/// in effect all the same).
+fn report(ctx: &Context, n: u32, r: &ActivationReport) -> ExitCode {
     for kept in &r.kept {
         ctx.out.warn(&format!(
             "{kept} was made or changed by hand (or is reached through a symbolic link): left as it is; `nexis check --drift` lists it"
@@ -240,6 +242,17 @@ fn report(ctx: &Context, n: u32, r: &ActivationReport) {
             ),
         );
     }
+    let mut failed = 0;
+    if let Some(services) = &r.services {
+        for action in &services.actions {
+            if let nexis_activate::Outcome::Failed(_) = action.outcome {
+                failed += 1;
+                ctx.out.warn(&action.to_string());
+            } else {
+                ctx.out.status(&services.supervisor, &action.to_string());
+            }
+        }
+    }
     ctx.out.status(
         "activated",
         &format!(
@@ -249,6 +262,15 @@ fn report(ctx: &Context, n: u32, r: &ActivationReport) {
             r.kept.len()
         ),
     );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ctx.out.warn(&format!(
+            "generation {n} is in effect, but {failed} service action{} failed",
+            if failed == 1 { "" } else { "s" }
+        ));
+        ExitCode::FAILURE
+    }
 }
 
 fn build_and_activate(ctx: &Context, mode: Mode, dry_run: bool) -> Result<ExitCode, Error> {
@@ -262,8 +284,7 @@ fn build_and_activate(ctx: &Context, mode: Mode, dry_run: bool) -> Result<ExitCo
     }
     let generation = Profiles::new(&store).add(&toplevel.path)?;
     let r = target.activate(generation.number, mode)?;
-    report(ctx, generation.number, &r);
-    Ok(ExitCode::SUCCESS)
+    Ok(report(ctx, generation.number, &r))
 }
 
 pub(crate) fn switch(ctx: &Context, args: &SwitchArgs) -> Result<ExitCode, Error> {
@@ -276,11 +297,11 @@ pub(crate) fn switch(ctx: &Context, args: &SwitchArgs) -> Result<ExitCode, Error
     let generation = Profiles::new(&store).get(n)?;
     let new = target.manifest(&generation.toplevel)?;
     show_plan(ctx, &store, &target, (&generation.toplevel, &new))?;
-    if !args.dry_run {
-        let r = target.activate(n, Mode::Switch)?;
-        report(ctx, n, &r);
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    let r = target.activate(n, Mode::Switch)?;
+    Ok(report(ctx, n, &r))
 }
 
 pub(crate) fn boot(ctx: &Context, args: &BootArgs) -> Result<ExitCode, Error> {
@@ -303,8 +324,7 @@ pub(crate) fn rollback(ctx: &Context, _args: &RollbackArgs) -> Result<ExitCode, 
     let new = target.manifest(&previous.toplevel)?;
     show_plan(ctx, &store, &target, (&previous.toplevel, &new))?;
     let r = target.activate(previous.number, Mode::Switch)?;
-    report(ctx, previous.number, &r);
-    Ok(ExitCode::SUCCESS)
+    Ok(report(ctx, previous.number, &r))
 }
 
 pub(crate) fn generations(ctx: &Context, args: &GenerationsArgs) -> Result<ExitCode, Error> {
@@ -378,16 +398,13 @@ pub(crate) fn diff(ctx: &Context, args: &DiffArgs) -> Result<ExitCode, Error> {
         Some(n) => Some(profiles.get(n)?.toplevel),
         None => target.current_system()?,
     };
-    let new = match args.to {
-        Some(n) => {
-            let path = profiles.get(n)?.toplevel;
-            let manifest = target.manifest(&path)?;
-            (path, manifest)
-        }
-        None => {
-            let t = build_configuration(ctx, &store)?;
-            (t.path, t.manifest)
-        }
+    let new = if let Some(n) = args.to {
+        let path = profiles.get(n)?.toplevel;
+        let manifest = target.manifest(&path)?;
+        (path, manifest)
+    } else {
+        let t = build_configuration(ctx, &store)?;
+        (t.path, t.manifest)
     };
     let diff = plan_between(&store, &target, old.as_ref(), (&new.0, &new.1))?;
     print_diff(ctx, &diff)?;
