@@ -111,7 +111,7 @@ pub fn large_system_with(shape: Shape, recipes: Recipes) -> MemoryLoader {
                     text,
                     "name = \"pkg{i}\"\nversion = \"{version}\"\ndescription = \"generated package {i}\"\n\n\
                      [build]\nsystem = \"script\"\ndeps = [{}]\nruntime-deps = [{}]\n\
-                     script = \"echo pkg{i} $PATH > $out/f\"\n",
+                     script = \"mkdir -p $out/share && echo pkg{i} $PATH > $out/share/pkg{i}\"\n",
                     list(&build),
                     list(&runtime)
                 );

@@ -386,6 +386,11 @@ pub fn build_toplevel(
     let spec = system.spec;
     let subst = |s: &str| substitute(s, system.references);
     let accounts = accounts(spec, ids, &subst)?;
+    // The same inputs made a toplevel before: that one, without writing a file.
+    let memo = fingerprint(system, &accounts).map(|f| store.state_dir().join("toplevels").join(f));
+    if let Some(top) = memo.as_deref().and_then(|m| remembered(store, m)) {
+        return Ok(top);
+    }
     let scratch = store
         .temp_dir()
         .map_err(|e| ToplevelError::Store(Box::new(e)))?;
@@ -456,6 +461,10 @@ pub fn build_toplevel(
         let added = store
             .add_path_with_references(&top, Some(&name), &candidates)
             .map_err(|e| ToplevelError::Store(Box::new(e)))?;
+        if let Some(memo) = &memo {
+            // A cache: when it cannot be written, the next switch builds again.
+            let _ = crate::fsutil::replace_link(memo, Path::new(&added.path.to_string()));
+        }
         Ok(Toplevel {
             path: added.path,
             manifest,
@@ -496,6 +505,60 @@ fn boot_files(
         timeout: b.timeout.value,
         keep: b.keep_generations.value,
     })
+}
+
+/// What a toplevel is made of, hashed: the configuration, the store paths it names, the
+/// accounts' ids, the bytes of every file it copies from the configuration's folder and
+/// the manifest format. None when a source file cannot be read (building reports it).
+fn fingerprint(system: &SystemInputs<'_>, accounts: &Accounts) -> Option<String> {
+    let spec = system.spec;
+    let mut sources = BTreeMap::new();
+    let files = spec.files.values().map(|f| (&f.text, &f.source));
+    let home = spec
+        .users
+        .values()
+        .flat_map(|u| u.files.values().map(|f| (&f.text, &f.source)));
+    for (text, source) in files.chain(home) {
+        if let (None, Some(src)) = (text, source) {
+            let bytes = fs::read(&src.value).ok()?;
+            sources.insert(src.value.clone(), blake3::hash(&bytes).to_hex().to_string());
+        }
+    }
+    let packages: Vec<(&str, &str, String)> = system
+        .packages
+        .iter()
+        .map(|p| (p.id.as_str(), p.version.as_str(), p.path.to_string()))
+        .collect();
+    let inputs = serde_json::json!({
+        "manifest-version": MANIFEST_VERSION,
+        "nexis": env!("CARGO_PKG_VERSION"),
+        "spec": spec,
+        "packages": packages,
+        "references": system.references,
+        "config-revision": system.config_revision,
+        "kernel": system.kernel,
+        "users": accounts.users,
+        "groups": accounts.groups,
+        "sources": sources,
+    });
+    Some(
+        blake3::hash(inputs.to_string().as_bytes())
+            .to_hex()
+            .to_string(),
+    )
+}
+
+/// The toplevel a memo link names, if it is still valid (and now a temporary root of
+/// this process, so a collection cannot take it away while it is used).
+fn remembered(store: &Store, memo: &Path) -> Option<Toplevel> {
+    let target = fs::read_link(memo).ok()?;
+    let path = StorePath::parse(&target.to_string_lossy()).ok()?;
+    store.add_temp_root(&path).ok()?;
+    if !store.with_db(|db| db.is_valid(&path)).ok()? {
+        return None;
+    }
+    let manifest = Manifest::read(&store.physical(&path)).ok()?;
+    Some(Toplevel { path, manifest })
 }
 
 /// Write `files` under `dir` (created even when empty) and describe each.

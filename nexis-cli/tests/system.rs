@@ -759,3 +759,43 @@ fn services_are_switched_on_a_running_supervisor() {
     let (out, _) = ok(&nexis(root.path(), &config, &["check", "--drift"]));
     assert!(out.is_empty(), "{out}");
 }
+
+#[test]
+fn a_changed_source_file_makes_a_new_generation_and_an_unchanged_one_does_not() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    let config = conf.path().join("nexis.toml");
+    fs::write(
+        &config,
+        "[files.\"/etc/banner\"]\nsource = \"banner.txt\"\n",
+    )
+    .unwrap();
+    fs::write(conf.path().join("banner.txt"), "one\n").unwrap();
+    ok(&nexis(root.path(), &config, &["switch"]));
+    // The same inputs: the toplevel is found again, not rebuilt, and nothing changes.
+    let (out, _) = ok(&nexis(root.path(), &config, &["switch"]));
+    assert!(out.contains("no changes"), "{out}");
+    assert_eq!(
+        generations(root.path(), &config).as_array().unwrap().len(),
+        1
+    );
+    // Only the file's bytes change: a new generation with them.
+    fs::write(conf.path().join("banner.txt"), "two\n").unwrap();
+    let (out, _) = ok(&nexis(root.path(), &config, &["switch"]));
+    assert!(out.contains("~ /etc/banner"), "{out}");
+    assert_eq!(read_etc(root.path(), "banner"), "two\n");
+    assert_eq!(
+        generations(root.path(), &config).as_array().unwrap().len(),
+        2
+    );
+    // A collection does not leave the remembered toplevel pointing at nothing.
+    ok(&nexis(
+        root.path(),
+        &config,
+        &["generations", "delete", "1"],
+    ));
+    ok(&nexis(root.path(), &config, &["gc"]));
+    fs::write(conf.path().join("banner.txt"), "one\n").unwrap();
+    ok(&nexis(root.path(), &config, &["switch"]));
+    assert_eq!(read_etc(root.path(), "banner"), "one\n");
+}

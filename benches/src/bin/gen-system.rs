@@ -61,7 +61,7 @@ fn nix_expression(packages: &nexis_config::PackageGraph) -> String {
     let attr = |id: &str| id.replace(['#', '.', '/'], "_");
     let mut out = String::from(
         "let\n  mk = name: deps: derivation {\n    inherit name;\n    system = \"x86_64-linux\";\n    \
-         builder = \"/bin/sh\";\n    args = [ \"-c\" \"/bin/mkdir $out; echo ${name} ${toString deps} > $out/f\" ];\n  };\n  \
+         builder = \"/bin/sh\";\n    args = [ \"-c\" \"/bin/mkdir -p $out/share; echo ${name} ${toString deps} > $out/share/${name}\" ];\n  };\n  \
          p = rec {\n",
     );
     for pkg in packages.iter() {
