@@ -30,6 +30,9 @@ pub struct SystemPackage {
     pub version: String,
     /// Its output.
     pub path: StorePath,
+    /// Which package provides a file two of them have (`[packages] priority`): the
+    /// higher.
+    pub priority: i32,
 }
 
 /// What a system is made of: its configuration and the store paths it was built into.
@@ -53,7 +56,7 @@ pub struct SystemInputs<'a> {
 pub enum ToplevelError {
     /// Two packages provide the same file in `sw/`.
     #[error(
-        "packages {first} and {second} both provide sw/{file}; remove one of them from the system packages"
+        "packages {first} and {second} both provide sw/{file}; remove one of them from the system packages, or give one a higher `[packages] priority`"
     )]
     Collision {
         /// The file, relative to the profile.
@@ -602,30 +605,31 @@ fn write_tree(
 /// file are an error naming both.
 fn profile(store: &Store, packages: &[SystemPackage], dir: &Path) -> Result<(), ToplevelError> {
     fs::create_dir(dir).map_err(io_at(dir))?;
-    let mut owners: BTreeMap<PathBuf, &str> = BTreeMap::new();
+    let mut owners: BTreeMap<PathBuf, &SystemPackage> = BTreeMap::new();
     for pkg in packages {
         let root = store.physical(&pkg.path);
-        let logical = PathBuf::from(pkg.path.to_string());
         if !root.is_dir() {
             continue;
         }
-        merge(&root, &logical, dir, Path::new(""), &pkg.id, &mut owners)?;
+        merge(&root, dir, Path::new(""), pkg, &mut owners)?;
     }
     Ok(())
 }
 
+/// Merge the tree of `pkg` (at `src`) below `rel` into `dest`. A file another package
+/// provides too goes to the one with the higher priority; equal priorities collide.
 fn merge<'a>(
     src: &Path,
-    logical: &Path,
     dest: &Path,
     rel: &Path,
-    id: &'a str,
-    owners: &mut BTreeMap<PathBuf, &'a str>,
+    pkg: &'a SystemPackage,
+    owners: &mut BTreeMap<PathBuf, &'a SystemPackage>,
 ) -> Result<(), ToplevelError> {
     let mut names = BTreeSet::new();
     for entry in fs::read_dir(src.join(rel)).map_err(io_at(&src.join(rel)))? {
         names.insert(entry.map_err(io_at(src))?.file_name());
     }
+    let logical = PathBuf::from(pkg.path.to_string());
     for name in names {
         let r = rel.join(&name);
         let meta = fs::symlink_metadata(src.join(&r)).map_err(io_at(&src.join(&r)))?;
@@ -633,30 +637,38 @@ fn merge<'a>(
         if meta.is_dir() {
             match fs::symlink_metadata(&target) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(collision(&r, owners, id)),
+                Ok(_) => return Err(collision(&r, owners, pkg)),
                 Err(_) => fs::create_dir(&target).map_err(io_at(&target))?,
             }
-            owners.entry(r.clone()).or_insert(id);
-            merge(src, logical, dest, &r, id, owners)?;
+            owners.entry(r.clone()).or_insert(pkg);
+            merge(src, dest, &r, pkg, owners)?;
         } else {
             if fs::symlink_metadata(&target).is_ok() {
-                return Err(collision(&r, owners, id));
+                match owners.get(&r) {
+                    Some(owner) if owner.priority > pkg.priority => continue,
+                    Some(owner) if owner.priority < pkg.priority && !target.is_dir() => {
+                        fs::remove_file(&target).map_err(io_at(&target))?;
+                    }
+                    _ => return Err(collision(&r, owners, pkg)),
+                }
             }
             symlink(logical.join(&r), &target).map_err(io_at(&target))?;
-            owners.insert(r, id);
+            owners.insert(r, pkg);
         }
     }
     Ok(())
 }
 
-fn collision(rel: &Path, owners: &BTreeMap<PathBuf, &str>, id: &str) -> ToplevelError {
+fn collision(
+    rel: &Path,
+    owners: &BTreeMap<PathBuf, &SystemPackage>,
+    pkg: &SystemPackage,
+) -> ToplevelError {
     ToplevelError::Collision {
         file: rel.display().to_string(),
         first: owners
             .get(rel)
-            .copied()
-            .unwrap_or("another package")
-            .to_owned(),
-        second: id.to_owned(),
+            .map_or_else(|| "another package".to_owned(), |p| p.id.clone()),
+        second: pkg.id.clone(),
     }
 }

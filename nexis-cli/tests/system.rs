@@ -7,7 +7,7 @@ use std::process::Command;
 
 mod common;
 
-use common::{nexis, ok};
+use common::{failed, nexis, ok};
 
 fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
@@ -798,4 +798,54 @@ fn a_changed_source_file_makes_a_new_generation_and_an_unchanged_one_does_not() 
     fs::write(conf.path().join("banner.txt"), "one\n").unwrap();
     ok(&nexis(root.path(), &config, &["switch"]));
     assert_eq!(read_etc(root.path(), "banner"), "one\n");
+}
+
+#[test]
+fn two_packages_with_one_file_collide_unless_one_has_priority() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    let config = demo_copy(conf.path());
+    fs::write(
+        conf.path().join("packages/toybox.toml"),
+        "name = \"toybox\"\nversion = \"0.8.11\"\n\n[build]\nsystem = \"script\"\n\
+         script = \"mkdir -p $out/bin && echo toybox > $out/bin/ls && echo toybox > $out/bin/toybox\"\n",
+    )
+    .unwrap();
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("install = [\"hello\",", "install = [\"toybox\", \"hello\",");
+    fs::write(&config, &text).unwrap();
+    let err = failed(&nexis(root.path(), &config, &["switch"]));
+    assert!(
+        err.contains("packages local#busybox and local#toybox both provide sw/bin/ls")
+            && err.contains("`[packages] priority`"),
+        "{err}"
+    );
+    // Nothing was activated.
+    assert!(!root.path().join("run/current-system").exists());
+
+    fs::write(
+        &config,
+        text.replace("[packages]\n", "[packages]\npriority = { toybox = 1 }\n"),
+    )
+    .unwrap();
+    let (_, err) = ok(&nexis(root.path(), &config, &["switch"]));
+    assert!(err.contains("activated: generation 1"), "{err}");
+    let top = fs::read_link(root.path().join("run/current-system")).unwrap();
+    let sw = root
+        .path()
+        .join(top.strip_prefix("/").unwrap())
+        .join("sw/bin");
+    let ls = fs::read_link(sw.join("ls")).unwrap();
+    assert!(
+        ls.to_string_lossy().contains("-toybox-0.8.11/bin/ls"),
+        "{}",
+        ls.display()
+    );
+    assert!(
+        fs::read_link(sw.join("cat"))
+            .unwrap()
+            .to_string_lossy()
+            .contains("-busybox-")
+    );
 }

@@ -231,6 +231,11 @@ pub struct Packages {
     /// Package references: `name`, `input#name`, with an optional `@requirement`.
     #[serde(default)]
     pub install: BTreeSet<Spanned<PackageRef>>,
+    /// When two packages of `install` provide the same file in the system profile, the
+    /// one with the higher priority provides it (0 by default). Keys are packages of
+    /// `install`, written as there without the requirement (`busybox`, `core#coreutils`).
+    #[serde(default)]
+    pub priority: BTreeMap<Spanned<String>, Spanned<i32>>,
 }
 
 /// A reference to a package: `[input#]name[@requirement]`, e.g. `core#openssl@>=3`.

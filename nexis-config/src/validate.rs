@@ -114,6 +114,7 @@ pub(crate) fn validate(
         diags,
     };
     inputs(&mut v, spec);
+    packages(&mut v, spec);
     system(&mut v, spec);
     boot(&mut v, spec);
     users_and_groups(&mut v, spec);
@@ -123,6 +124,37 @@ pub(crate) fn validate(
     network(&mut v, spec);
     store(&mut v, spec);
     build(&mut v, spec);
+}
+
+/// Every `priority` key names a package of `install`.
+fn packages(v: &mut V<'_>, spec: &SystemSpec) {
+    let installed: Vec<String> = spec
+        .packages
+        .install
+        .iter()
+        .map(|p| match &p.value.input {
+            Some(input) => format!("{input}#{}", p.value.name),
+            None => p.value.name.clone(),
+        })
+        .collect();
+    for key in spec.packages.priority.keys() {
+        if !installed.contains(&key.value) {
+            let candidates: Vec<&str> = installed.iter().map(String::as_str).collect();
+            let help = did_you_mean(&key.value, candidates).unwrap_or_else(|| {
+                "priorities order the packages of `packages.install`; write one as it is listed there, without its `@requirement`".to_owned()
+            });
+            v.err(
+                "unknown",
+                v.at(key),
+                format!(
+                    "priority for `{}`, which is not in packages.install",
+                    key.value
+                ),
+                "not an installed package",
+                Some(help),
+            );
+        }
+    }
 }
 
 fn build(v: &mut V<'_>, spec: &SystemSpec) {

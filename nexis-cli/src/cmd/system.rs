@@ -109,10 +109,20 @@ fn build_configuration(ctx: &Context, store: &Store) -> Result<Toplevel, Error> 
             continue;
         };
         if let (true, Some(b)) = (system, built.report.built.get(&node)) {
+            // `[packages] priority` names it as `install` does: `input#name` or `name`.
+            let name = id.rsplit_once('#').map_or(id.as_str(), |(_, n)| n);
+            let priority = evaluation
+                .spec
+                .packages
+                .priority
+                .iter()
+                .find(|(k, _)| k.value == *id || k.value == name)
+                .map_or(0, |(_, p)| p.value);
             packages.push(SystemPackage {
                 id: id.clone(),
                 version: pkg.version.to_string(),
                 path: b.path.clone(),
+                priority,
             });
         }
     }
