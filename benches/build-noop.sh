@@ -71,6 +71,18 @@ for _ in $(seq "$REPEATS"); do
 done
 switch_noop=$(echo "${times[*]}" | median)
 printf 'nexis no-op switch (median of %s): %.1f ms\n' "$REPEATS" "$(echo "$switch_noop * 1000" | bc -l)"
+# A second generation (another host name), then switching back and forth between the two.
+sed -i 's/^hostname = "bench"$/hostname = "bench-b"/' "$CONFIG"
+nexis switch >/dev/null 2>&1
+times=()
+for i in $(seq "$REPEATS"); do
+    s=$(date +%s.%N)
+    nexis switch --generation $((i % 2 + 1)) >/dev/null 2>&1
+    e=$(date +%s.%N)
+    times+=("$(echo "$e - $s" | bc -l)")
+done
+switch_gen=$(echo "${times[*]}" | median)
+printf 'nexis switch --generation (median of %s): %.1f ms\n' "$REPEATS" "$(echo "$switch_gen * 1000" | bc -l)"
 
 if ! command -v nix-build >/dev/null; then
     echo "nix-build not found: no side-by-side figures"
@@ -106,3 +118,13 @@ done
 nix_switch=$(echo "${times[*]}" | median)
 printf 'Nix no-op build + nix-env --set (median of %s): %.1f ms; Nix/nexis %.1fx\n' "$REPEATS" \
     "$(echo "$nix_switch * 1000" | bc -l)" "$(echo "$nix_switch / $switch_noop" | bc -l)"
+times=()
+for i in $(seq "$REPEATS"); do
+    s=$(date +%s.%N)
+    nix-env --store "$WORK/nixstore" -p "$WORK/nixprofile" --switch-generation $((i % 2 + 1)) >/dev/null 2>&1
+    e=$(date +%s.%N)
+    times+=("$(echo "$e - $s" | bc -l)")
+done
+nix_gen=$(echo "${times[*]}" | median)
+printf 'Nix nix-env --switch-generation (median of %s; a profile link only): %.1f ms; Nix/nexis %.1fx\n' "$REPEATS" \
+    "$(echo "$nix_gen * 1000" | bc -l)" "$(echo "$nix_gen / $switch_gen" | bc -l)"

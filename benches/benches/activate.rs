@@ -57,6 +57,7 @@ fn switch(c: &mut Criterion) {
     let root = tempfile::tempdir().unwrap();
     let store = Store::open(root.path()).unwrap();
     let refs = BTreeMap::new();
+    let security = BTreeMap::new();
     let mut ids = Ids::default();
     let mut generations = Vec::new();
     for host in ["bench-a", "bench-b"] {
@@ -69,6 +70,7 @@ fn switch(c: &mut Criterion) {
                 references: &refs,
                 config_revision: None,
                 kernel: None,
+                security: &security,
             },
             &mut ids,
         )

@@ -24,6 +24,7 @@ mod drift;
 mod fsutil;
 mod generation;
 mod manifest;
+mod security;
 mod services;
 mod toplevel;
 mod users;

@@ -49,6 +49,10 @@ pub struct SystemInputs<'a> {
     pub config_revision: Option<&'a str>,
     /// The output of the kernel package (`[boot] kernel`), if any.
     pub kernel: Option<&'a StorePath>,
+    /// The package output of each enabled security tool, by tool (`firewall`, `clamav`,
+    /// `maldet`, `falco`, `suricata`: the `security.TOOL` it was resolved for). Its
+    /// services run these programs; a tool missing here runs the system profile's.
+    pub security: &'a BTreeMap<String, StorePath>,
 }
 
 /// The toplevel could not be made.
@@ -145,11 +149,14 @@ impl EtcFile {
 }
 
 /// Every file the system puts under `/etc`, by path relative to `/etc`: the ones derived
-/// from `[system]`, `[network]` and the accounts, and the declared `[files."/etc/…"]`.
+/// from `[system]`, `[network]`, the accounts and the enabled security tools (`tool`
+/// gives a tool's package output), and the declared `[files."/etc/…"]`, which replace
+/// a generated file of the same path.
 fn etc_files(
     spec: &SystemSpec,
     accounts: &Accounts,
     subst: &dyn Fn(&str) -> String,
+    tool: &dyn Fn(&str) -> Option<String>,
 ) -> Result<BTreeMap<String, EtcFile>, ToplevelError> {
     let mut out = BTreeMap::new();
     // The account database is written in place (programs such as `passwd` rewrite it);
@@ -221,6 +228,9 @@ fn etc_files(
             let _ = writeln!(text, "nameserver {}", ns.value);
         }
         out.insert("resolv.conf".into(), EtcFile::text(text));
+    }
+    for (rel, text) in crate::security::etc_files(spec, tool) {
+        out.insert(rel, EtcFile::text(subst(&text)));
     }
     for (path, file) in &spec.files {
         if let Some(rel) = path.value.strip_prefix("/etc/") {
@@ -388,6 +398,7 @@ pub fn build_toplevel(
 ) -> Result<Toplevel, ToplevelError> {
     let spec = system.spec;
     let subst = |s: &str| substitute(s, system.references);
+    let tool = |t: &str| system.security.get(t).map(ToString::to_string);
     let accounts = accounts(spec, ids, &subst)?;
     // The same inputs made a toplevel before: that one, without writing a file.
     let memo = fingerprint(system, &accounts).map(|f| store.state_dir().join("toplevels").join(f));
@@ -402,7 +413,7 @@ pub fn build_toplevel(
         fs::create_dir(&top).map_err(io_at(&top))?;
         let etc = write_tree(
             &top.join("etc"),
-            &etc_files(spec, &accounts, &subst)?,
+            &etc_files(spec, &accounts, &subst, &tool)?,
             false,
         )?;
         let files = write_tree(&top.join("files"), &other_files(spec, &subst)?, false)?;
@@ -411,11 +422,16 @@ pub fn build_toplevel(
             let entries = write_tree(&top.join("home").join(&user), &tree, true)?;
             home.insert(user, entries);
         }
-        let services: BTreeMap<String, nexis_config::Service> = spec
+        let mut services: BTreeMap<String, nexis_config::Service> = spec
             .services
             .iter()
             .map(|(k, v)| (k.value.clone(), v.clone()))
             .collect();
+        // Validation refuses a declared service with a security tool's name; one that
+        // got through anyway is kept as declared.
+        for (name, svc) in crate::security::services(spec, &tool) {
+            services.entry(name).or_insert(svc);
+        }
         let services_dir = top.join("services");
         fs::create_dir(&services_dir).map_err(io_at(&services_dir))?;
         let services = write_services(&services_dir, &services, &subst)?;
@@ -458,6 +474,7 @@ pub fn build_toplevel(
             .iter()
             .map(|p| p.path.clone())
             .chain(system.references.values().cloned())
+            .chain(system.security.values().cloned())
             .chain(system.kernel.cloned())
             .collect();
         let name = format!("nexis-system-{}", spec.system.hostname.value);
@@ -540,6 +557,7 @@ fn fingerprint(system: &SystemInputs<'_>, accounts: &Accounts) -> Option<String>
         "references": system.references,
         "config-revision": system.config_revision,
         "kernel": system.kernel,
+        "security": system.security,
         "users": accounts.users,
         "groups": accounts.groups,
         "sources": sources,

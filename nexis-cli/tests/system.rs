@@ -849,3 +849,73 @@ fn two_packages_with_one_file_collide_unless_one_has_priority() {
             .contains("-busybox-")
     );
 }
+
+#[test]
+fn an_enabled_security_tool_gets_its_files_and_its_service() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    let config = demo_copy(conf.path());
+    // The demo enables the firewall with ports 22 and 8080.
+    let (out, _) = ok(&nexis(root.path(), &config, &["switch"]));
+    assert!(
+        out.contains("+ /etc/firewalld/zones/public.xml") && out.contains("start firewalld"),
+        "{out}"
+    );
+    let zone = read_etc(root.path(), "firewalld/zones/public.xml");
+    assert!(
+        zone.contains("<port protocol=\"tcp\" port=\"22\"/>")
+            && zone.contains("<port protocol=\"tcp\" port=\"8080\"/>"),
+        "{zone}"
+    );
+    assert!(read_etc(root.path(), "firewalld/firewalld.conf").contains("\nDefaultZone=public\n"));
+    // Its service runs the firewalld that was built.
+    let top = fs::read_link(root.path().join("run/current-system")).unwrap();
+    let top = root.path().join(top.strip_prefix("/").unwrap());
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(top.join("manifest.json")).unwrap()).unwrap();
+    let firewalld = manifest["packages"]["local#firewalld"]["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dinit = fs::read_to_string(top.join("services/dinit/firewalld")).unwrap();
+    assert!(
+        dinit.contains(&format!(
+            "\ncommand = {firewalld}/sbin/firewalld --nofork --nopid --system-config /etc/firewalld\n"
+        )),
+        "{dinit}"
+    );
+    assert!(
+        root.path()
+            .join(firewalld.trim_start_matches('/'))
+            .join("sbin/firewalld")
+            .is_file()
+    );
+    assert!(
+        manifest["services"]["firewalld"]["enable"]
+            .as_bool()
+            .unwrap()
+    );
+
+    // Disabling the firewall stops its service and removes its files.
+    let security = conf.path().join("modules/security.toml");
+    let text = fs::read_to_string(&security).unwrap();
+    assert!(
+        text.contains("[security.firewall]\nenable = true\n"),
+        "{text}"
+    );
+    fs::write(
+        &security,
+        text.replace(
+            "[security.firewall]\nenable = true\n",
+            "[security.firewall]\nenable = false\n",
+        ),
+    )
+    .unwrap();
+    let (diff, _) = ok(&nexis(root.path(), &config, &["diff"]));
+    assert!(
+        diff.contains("services:\n  stop firewalld")
+            && diff.contains("- /etc/firewalld/zones/public.xml")
+            && diff.contains("- local#firewalld 2.1.2"),
+        "{diff}"
+    );
+}

@@ -874,6 +874,11 @@ fn security_services(spec: &SystemSpec) -> Vec<(&'static str, &'static str, bool
             "security.clamav.freshclam",
             s.clamav.enable && s.clamav.freshclam,
         ),
+        (
+            "clamonacc",
+            "security.clamav.on-access",
+            s.clamav.enable && s.clamav.on_access,
+        ),
         ("maldet", "security.maldet.enable", s.maldet.enable),
         ("falco", "security.falco.enable", s.falco.enable),
         ("suricata", "security.suricata.enable", s.suricata.enable),
@@ -1134,6 +1139,49 @@ fn security(v: &mut V<'_>, spec: &SystemSpec) {
     for iface in &s.firewall.trusted_interfaces {
         known_interface(v, spec, iface, "security.firewall.trusted-interfaces");
     }
+    // The zone is also a file name, `/etc/firewalld/zones/ZONE.xml`; firewalld before
+    // 1.0 allowed 17 characters.
+    let zone = &s.firewall.default_zone;
+    if !(1..=17).contains(&zone.len()) || !zone.chars().all(firewalld_name_char) {
+        v.err(
+            "invalid-value",
+            v.at(zone),
+            format!("`{}` is not a firewalld zone name", zone.value),
+            "invalid zone name",
+            Some("use 1–17 letters, digits, `_` and `-`".into()),
+        );
+    }
+    for svc in &s.firewall.allowed_services {
+        if svc.is_empty() || !svc.chars().all(firewalld_name_char) {
+            v.err(
+                "invalid-value",
+                v.at(svc),
+                format!("`{}` is not a firewalld service name", svc.value),
+                "invalid service name",
+                Some("firewalld's services are named with letters, digits, `_` and `-` (`ssh`, `http`)".into()),
+            );
+        }
+    }
+    // These go into line-based files (clamd.conf, maldet's monitor_paths) and YAML.
+    for p in s
+        .clamav
+        .on_access_paths
+        .iter()
+        .chain(&s.clamav.exclude_paths)
+        .chain(&s.maldet.monitor_paths)
+        .chain(&s.falco.rules_files)
+        .chain(&s.suricata.rules_files)
+    {
+        if p.contains(char::is_control) {
+            v.err(
+                "path",
+                v.at(p),
+                format!("path `{}` has a control character", p.value.escape_debug()),
+                "control character",
+                None,
+            );
+        }
+    }
     let c = &s.clamav;
     if !(1..=50).contains(&c.checks_per_day.value) {
         v.err(
@@ -1227,6 +1275,10 @@ fn security(v: &mut V<'_>, spec: &SystemSpec) {
     for iface in &su.interfaces {
         known_interface(v, spec, iface, "security.suricata.interfaces");
     }
+}
+
+fn firewalld_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
 
 /// When `[network.interfaces]` is declared, other sections may only name those (or `lo`).

@@ -98,8 +98,10 @@ fn build_configuration(ctx: &Context, store: &Store) -> Result<Toplevel, Error> 
             wanted: built.wanted.len(),
         });
     }
-    // The system profile: what `[packages] install` and the security tools ask for.
+    // The system profile: what `[packages] install` and the security tools ask for;
+    // each tool's package by tool, for its services.
     let mut packages = Vec::new();
+    let mut security = BTreeMap::new();
     for (id, reasons) in &evaluation.packages.roots {
         let system = reasons
             .iter()
@@ -109,6 +111,9 @@ fn build_configuration(ctx: &Context, store: &Store) -> Result<Toplevel, Error> 
             continue;
         };
         if let (true, Some(b)) = (system, built.report.built.get(&node)) {
+            for tool in reasons.iter().filter_map(|r| r.strip_prefix("security.")) {
+                security.insert(tool.to_owned(), b.path.clone());
+            }
             // `[packages] priority` names it as `install` does: `input#name` or `name`.
             let name = id.rsplit_once('#').map_or(id.as_str(), |(_, n)| n);
             let priority = evaluation
@@ -151,6 +156,7 @@ fn build_configuration(ctx: &Context, store: &Store) -> Result<Toplevel, Error> 
             references: &references,
             config_revision: revision.as_deref(),
             kernel: kernel.as_ref(),
+            security: &security,
         },
         &mut ids,
     )?;
