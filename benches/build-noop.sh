@@ -118,6 +118,9 @@ done
 nix_switch=$(echo "${times[*]}" | median)
 printf 'Nix no-op build + nix-env --set (median of %s): %.1f ms; Nix/nexis %.1fx\n' "$REPEATS" \
     "$(echo "$nix_switch * 1000" | bc -l)" "$(echo "$nix_switch / $switch_noop" | bc -l)"
+# A second generation of the profile (another path; setting the same path twice makes
+# none), then switching back and forth.
+nix-env --store "$WORK/nixstore" -p "$WORK/nixprofile" --set "$(nixb 2>/dev/null | sed -n 2p)" >/dev/null 2>&1
 times=()
 for i in $(seq "$REPEATS"); do
     s=$(date +%s.%N)

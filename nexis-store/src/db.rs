@@ -461,6 +461,24 @@ impl Db {
         self.to_paths(names)
     }
 
+    /// The total archive size of the closure of `paths`, in bytes: one query.
+    pub fn closure_size(&self, paths: &[StorePath]) -> Result<u64, DbError> {
+        let roots: Vec<String> = paths.iter().map(StorePath::base_name).collect();
+        let size: i64 = self
+            .conn
+            .prepare_cached(
+                "WITH RECURSIVE c(id) AS (
+                    SELECT id FROM valid_paths WHERE path IN (SELECT value FROM json_each(?1))
+                    UNION
+                    SELECT r.reference FROM refs r JOIN c ON r.referrer = c.id
+                 )
+                 SELECT COALESCE(SUM(p.archive_size), 0) FROM c JOIN valid_paths p ON p.id = c.id",
+            )
+            .and_then(|mut s| s.query_row([serde_json_array(&roots)], |r| r.get(0)))
+            .map_err(self.err())?;
+        Ok(u64::try_from(size).unwrap_or(0))
+    }
+
     /// Mark and find garbage: the number of paths reachable from `roots`, and every
     /// other valid path with its archive size. One recursive query for the live set, one
     /// pass over the table for the rest.
@@ -754,6 +772,10 @@ mod tests {
             db.closure(std::slice::from_ref(&a)).unwrap(),
             [a.clone(), b.clone(), c.clone()].into()
         );
+        // Each path's archive size is 100 (`info`): a, b and c, each once.
+        assert_eq!(db.closure_size(std::slice::from_ref(&a)).unwrap(), 300);
+        assert_eq!(db.closure_size(&[a.clone(), d.clone()]).unwrap(), 400);
+        assert_eq!(db.closure_size(&[]).unwrap(), 0);
         assert_eq!(db.referrers(&c).unwrap(), [b.clone(), d.clone()].into());
         assert_eq!(db.all_valid().unwrap().len(), 4);
         // A referenced path cannot go alone; with its referrers it can.

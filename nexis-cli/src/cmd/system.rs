@@ -167,14 +167,9 @@ fn build_configuration(ctx: &Context, store: &Store) -> Result<Toplevel, Error> 
 
 /// The total size of a toplevel's closure, in archive bytes.
 fn closure_size(store: &Store, toplevel: &StorePath) -> Option<u64> {
-    store.with_db(|db| {
-        let closure = db.closure(std::slice::from_ref(toplevel)).ok()?;
-        let mut total = 0;
-        for p in &closure {
-            total += db.query(p).ok()??.archive_size;
-        }
-        Some(total)
-    })
+    store
+        .with_db(|db| db.closure_size(std::slice::from_ref(toplevel)))
+        .ok()
 }
 
 /// Print a plan: the diff's lines, then the closure size change.
