@@ -128,13 +128,28 @@ impl Db {
         };
         let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_mins(1)).map_err(err)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
+        // Switching a new database to WAL needs a lock that SQLite does not wait for
+        // (no busy handler): when several processes open a fresh root at once, all but
+        // one get SQLITE_BUSY. Try again, for as long as the busy timeout.
+        let pragmas = "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
              PRAGMA foreign_keys = ON;
-             PRAGMA temp_store = MEMORY;",
-        )
-        .map_err(err)?;
+             PRAGMA temp_store = MEMORY;";
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match conn.execute_batch(pragmas) {
+                Ok(()) => break,
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && started.elapsed() < Duration::from_mins(1) =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
@@ -826,6 +841,22 @@ mod tests {
             Db::open(&file),
             Err(DbError::TooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn opening_a_new_database_from_many_threads_at_once_succeeds() {
+        // Switching a new database to WAL takes a lock SQLite does not wait for: the
+        // first opens of a fresh root race for it.
+        for _ in 0..40 {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("db.sqlite");
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..6).map(|_| s.spawn(|| Db::open(&file))).collect();
+                for h in handles {
+                    h.join().unwrap().unwrap();
+                }
+            });
+        }
     }
 
     #[test]
