@@ -179,15 +179,14 @@ impl SystemDiff {
             }
         }
         let services = plan(&old.services, &new.services);
-        d.services_stop = services.stop;
-        // `boot` changes whenever the set of enabled services does: the starts and stops
-        // say that already.
-        d.services_restart = services
-            .restart
-            .into_iter()
-            .filter(|s| s != "boot")
-            .collect();
-        d.services_start = services.start;
+        // `boot` is on every system and changes whenever the set of enabled services
+        // does: the other lines say that already.
+        let shown = |list: Vec<String>| -> Vec<String> {
+            list.into_iter().filter(|s| s != "boot").collect()
+        };
+        d.services_stop = shown(services.stop);
+        d.services_restart = shown(services.restart);
+        d.services_start = shown(services.start);
         if old.boot != new.boot {
             let show = |b: Option<&crate::manifest::BootFiles>| {
                 b.map_or_else(
