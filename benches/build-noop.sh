@@ -48,40 +48,20 @@ total=$(echo "$end - $start" | bc -l)
 printf 'nexis first build: %.3f s, %.2f ms per build (wall, %s jobs)\n' "$total" \
     "$(echo "$total * 1000 / $paths" | bc -l)" "$(nproc)"
 
-times=()
-for _ in $(seq "$REPEATS"); do
-    s=$(date +%s.%N)
-    nexis build --no-link >/dev/null
-    e=$(date +%s.%N)
-    times+=("$(echo "$e - $s" | bc -l)")
-done
-noop=$(echo "${times[*]}" | median)
+noop=$(repeat_median "$REPEATS" nexis build --no-link)
 printf 'nexis no-op build (median of %s): %.1f ms\n' "$REPEATS" "$(echo "$noop * 1000" | bc -l)"
 if [ -x /usr/bin/time ]; then
     /usr/bin/time -f 'nexis no-op peak RSS: %M KiB' "$NEXIS" --root "$WORK/root" --config "$CONFIG" build --no-link >/dev/null
 fi
 
 nexis switch >/dev/null 2>&1
-times=()
-for _ in $(seq "$REPEATS"); do
-    s=$(date +%s.%N)
-    nexis switch >/dev/null 2>&1
-    e=$(date +%s.%N)
-    times+=("$(echo "$e - $s" | bc -l)")
-done
-switch_noop=$(echo "${times[*]}" | median)
+switch_noop=$(repeat_median "$REPEATS" nexis switch)
 printf 'nexis no-op switch (median of %s): %.1f ms\n' "$REPEATS" "$(echo "$switch_noop * 1000" | bc -l)"
 # A second generation (another host name), then switching back and forth between the two.
 sed -i 's/^hostname = "bench"$/hostname = "bench-b"/' "$CONFIG"
 nexis switch >/dev/null 2>&1
-times=()
-for i in $(seq "$REPEATS"); do
-    s=$(date +%s.%N)
-    nexis switch --generation $((i % 2 + 1)) >/dev/null 2>&1
-    e=$(date +%s.%N)
-    times+=("$(echo "$e - $s" | bc -l)")
-done
-switch_gen=$(echo "${times[*]}" | median)
+other_generation() { nexis switch --generation $((RUN % 2 + 1)); }
+switch_gen=$(repeat_median "$REPEATS" other_generation)
 printf 'nexis switch --generation (median of %s): %.1f ms\n' "$REPEATS" "$(echo "$switch_gen * 1000" | bc -l)"
 
 if ! command -v nix-build >/dev/null; then
@@ -96,38 +76,22 @@ end=$(date +%s.%N)
 nix_total=$(echo "$end - $start" | bc -l)
 printf 'Nix first build: %.3f s, %.2f ms per build; Nix/nexis %.1fx\n' "$nix_total" \
     "$(echo "$nix_total * 1000 / $paths" | bc -l)" "$(echo "$nix_total / $total" | bc -l)"
-times=()
-for _ in $(seq "$REPEATS"); do
-    s=$(date +%s.%N)
-    nixb >/dev/null 2>&1
-    e=$(date +%s.%N)
-    times+=("$(echo "$e - $s" | bc -l)")
-done
-nix_noop=$(echo "${times[*]}" | median)
+nix_noop=$(repeat_median "$REPEATS" nixb)
 printf 'Nix no-op build (median of %s): %.1f ms; Nix/nexis %.1fx\n' "$REPEATS" \
     "$(echo "$nix_noop * 1000" | bc -l)" "$(echo "$nix_noop / $noop" | bc -l)"
-times=()
-for _ in $(seq "$REPEATS"); do
-    s=$(date +%s.%N)
-    # The expression builds every package; the profile is set to the first of them.
-    out=$(nixb 2>/dev/null | head -1)
-    nix-env --store "$WORK/nixstore" -p "$WORK/nixprofile" --set "$out" >/dev/null 2>"$WORK/nixenv.log" || { tail -3 "$WORK/nixenv.log"; exit 1; }
-    e=$(date +%s.%N)
-    times+=("$(echo "$e - $s" | bc -l)")
-done
-nix_switch=$(echo "${times[*]}" | median)
+# The expression builds every package; the profile is set to the first of them.
+nix_build_and_set() {
+    nix-env --store "$WORK/nixstore" -p "$WORK/nixprofile" --set "$(nixb 2>/dev/null | head -1)"
+}
+nix_switch=$(repeat_median "$REPEATS" nix_build_and_set)
 printf 'Nix no-op build + nix-env --set (median of %s): %.1f ms; Nix/nexis %.1fx\n' "$REPEATS" \
     "$(echo "$nix_switch * 1000" | bc -l)" "$(echo "$nix_switch / $switch_noop" | bc -l)"
 # A second generation of the profile (another path; setting the same path twice makes
 # none), then switching back and forth.
 nix-env --store "$WORK/nixstore" -p "$WORK/nixprofile" --set "$(nixb 2>/dev/null | sed -n 2p)" >/dev/null 2>&1
-times=()
-for i in $(seq "$REPEATS"); do
-    s=$(date +%s.%N)
-    nix-env --store "$WORK/nixstore" -p "$WORK/nixprofile" --switch-generation $((i % 2 + 1)) >/dev/null 2>&1
-    e=$(date +%s.%N)
-    times+=("$(echo "$e - $s" | bc -l)")
-done
-nix_gen=$(echo "${times[*]}" | median)
+nix_other_generation() {
+    nix-env --store "$WORK/nixstore" -p "$WORK/nixprofile" --switch-generation $((RUN % 2 + 1))
+}
+nix_gen=$(repeat_median "$REPEATS" nix_other_generation)
 printf 'Nix nix-env --switch-generation (median of %s; a profile link only): %.1f ms; Nix/nexis %.1fx\n' "$REPEATS" \
     "$(echo "$nix_gen * 1000" | bc -l)" "$(echo "$nix_gen / $switch_gen" | bc -l)"

@@ -13,6 +13,20 @@ seconds() {
     echo "$e - $s" | bc -l
 }
 
+# repeat_median N COMMAND...: run COMMAND N times (its output dropped; the run number,
+# from 1, in $RUN), print the median wall time in seconds.
+repeat_median() {
+    local n=$1 samples=() s e
+    shift
+    for RUN in $(seq "$n"); do
+        s=$(date +%s.%N)
+        "$@" >/dev/null 2>&1 || die "$* failed"
+        e=$(date +%s.%N)
+        samples+=("$(echo "$e - $s" | bc -l)")
+    done
+    echo "${samples[*]}" | median
+}
+
 # median: the median of the numbers on stdin (separated by spaces or newlines).
 median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 

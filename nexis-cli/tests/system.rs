@@ -66,6 +66,13 @@ fn read_in(root: &Path, path: &str) -> String {
     fs::read_to_string(root.join(resolved.strip_prefix("/").unwrap())).unwrap()
 }
 
+/// Replace `from` by `to` in the file at `path`, which must contain it.
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} has no {from:?}", path.display());
+    fs::write(path, text.replace(from, to)).unwrap();
+}
+
 fn generations(root: &Path, config: &Path) -> serde_json::Value {
     let (out, _) = ok(&nexis(root, config, &["--json", "generations"]));
     serde_json::from_str(&out).unwrap()
@@ -206,10 +213,11 @@ fn test_and_boot_change_only_what_they_say() {
     let conf = tempfile::tempdir().unwrap();
     let config = demo_copy(conf.path());
     ok(&nexis(root.path(), &config, &["switch"]));
-    let text = fs::read_to_string(&config)
-        .unwrap()
-        .replace("hostname = \"nexis-demo\"", "hostname = \"tested\"");
-    fs::write(&config, text).unwrap();
+    edit(
+        &config,
+        "hostname = \"nexis-demo\"",
+        "hostname = \"tested\"",
+    );
 
     // `test`: running now, not the boot default.
     ok(&nexis(root.path(), &config, &["test"]));
@@ -220,10 +228,7 @@ fn test_and_boot_change_only_what_they_say() {
     assert_eq!(g[0]["boot-default"], true);
 
     // `boot`: the boot default, nothing changes now.
-    let text = fs::read_to_string(&config)
-        .unwrap()
-        .replace("hostname = \"tested\"", "hostname = \"later\"");
-    fs::write(&config, text).unwrap();
+    edit(&config, "hostname = \"tested\"", "hostname = \"later\"");
     ok(&nexis(root.path(), &config, &["boot"]));
     assert_eq!(read_etc(root.path(), "hostname"), "tested\n");
     let g = generations(root.path(), &config);
@@ -262,10 +267,11 @@ fn an_interrupted_activation_is_finished_by_the_next_command() {
     let conf = tempfile::tempdir().unwrap();
     let config = demo_copy(conf.path());
     ok(&nexis(root.path(), &config, &["switch"]));
-    let text = fs::read_to_string(&config)
-        .unwrap()
-        .replace("hostname = \"nexis-demo\"", "hostname = \"second\"");
-    fs::write(&config, text).unwrap();
+    edit(
+        &config,
+        "hostname = \"nexis-demo\"",
+        "hostname = \"second\"",
+    );
     ok(&nexis(root.path(), &config, &["boot"]));
     // As if a `switch` to 2 had been killed right after writing its journal.
     fs::write(

@@ -119,6 +119,13 @@ pub struct Db {
     path: PathBuf,
 }
 
+/// The ids of the closure of the paths named in the JSON array `?1`, as the table `c`.
+const CLOSURE: &str = "WITH RECURSIVE c(id) AS (
+    SELECT id FROM valid_paths WHERE path IN (SELECT value FROM json_each(?1))
+    UNION
+    SELECT r.reference FROM refs r JOIN c ON r.referrer = c.id
+)";
+
 impl Db {
     /// Open (creating if needed) the database at `path` and bring its schema up to date.
     pub fn open(path: &Path) -> Result<Db, DbError> {
@@ -463,14 +470,9 @@ impl Db {
         let json = serde_json_array(&roots);
         let names: Vec<String> = self
             .conn
-            .prepare_cached(
-                "WITH RECURSIVE c(id) AS (
-                    SELECT id FROM valid_paths WHERE path IN (SELECT value FROM json_each(?1))
-                    UNION
-                    SELECT r.reference FROM refs r JOIN c ON r.referrer = c.id
-                 )
-                 SELECT p.path FROM c JOIN valid_paths p ON p.id = c.id",
-            )
+            .prepare_cached(&format!(
+                "{CLOSURE} SELECT p.path FROM c JOIN valid_paths p ON p.id = c.id"
+            ))
             .and_then(|mut s| s.query_map([json], |r| r.get(0))?.collect())
             .map_err(self.err())?;
         self.to_paths(names)
@@ -482,12 +484,7 @@ impl Db {
         let size: i64 = self
             .conn
             .prepare_cached(
-                "WITH RECURSIVE c(id) AS (
-                    SELECT id FROM valid_paths WHERE path IN (SELECT value FROM json_each(?1))
-                    UNION
-                    SELECT r.reference FROM refs r JOIN c ON r.referrer = c.id
-                 )
-                 SELECT COALESCE(SUM(p.archive_size), 0) FROM c JOIN valid_paths p ON p.id = c.id",
+                &format!("{CLOSURE} SELECT COALESCE(SUM(p.archive_size), 0) FROM c JOIN valid_paths p ON p.id = c.id"),
             )
             .and_then(|mut s| s.query_row([serde_json_array(&roots)], |r| r.get(0)))
             .map_err(self.err())?;
@@ -509,12 +506,7 @@ impl Db {
         .map_err(self.err())?;
         let live = tx
             .execute(
-                "WITH RECURSIVE c(id) AS (
-                    SELECT id FROM valid_paths WHERE path IN (SELECT value FROM json_each(?1))
-                    UNION
-                    SELECT r.reference FROM refs r JOIN c ON r.referrer = c.id
-                 )
-                 INSERT INTO temp.live SELECT id FROM c",
+                &format!("{CLOSURE} INSERT INTO temp.live SELECT id FROM c"),
                 [json],
             )
             .map_err(self.err())?;
