@@ -165,6 +165,20 @@ impl Profiles {
             .ok_or(GenerationError::NothingBefore(n))
     }
 
+    /// The generations to delete to keep only the newest `keep` and those in `also`
+    /// (the boot default and the running one, say), oldest first.
+    pub fn beyond(&self, keep: usize, also: &[u32]) -> Result<Vec<u32>, GenerationError> {
+        let mut numbers: Vec<u32> = self.list()?.iter().map(|g| g.number).collect();
+        numbers.sort_unstable_by(|a, b| b.cmp(a));
+        let mut old: Vec<u32> = numbers
+            .into_iter()
+            .skip(keep)
+            .filter(|n| !also.contains(n))
+            .collect();
+        old.reverse();
+        Ok(old)
+    }
+
     /// Delete generations (not the boot default); their paths become garbage unless
     /// another root keeps them.
     pub fn delete(&self, numbers: &[u32]) -> Result<(), GenerationError> {

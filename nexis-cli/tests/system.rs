@@ -652,6 +652,21 @@ fn boot_entries_follow_the_generations() {
         3,
         "generations 1 to 3 are the newest three now: {text}"
     );
+
+    // Keep the newest one (3, which also boots and runs): 1 and 2 go.
+    ok(&nexis(
+        root.path(),
+        &config,
+        &["generations", "delete", "--keep", "1"],
+    ));
+    let numbers: Vec<u64> = generations(root.path(), &config)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [3]);
+    assert_eq!(entries(&fs::read_to_string(&grub).unwrap()), 1);
 }
 
 /// A `runsvdir` watching a root's scan directory, killed with its `runsv`s at the end.

@@ -59,8 +59,12 @@ enum GenerationsCommand {
     /// Delete generations (not the current one); `nexis gc` then frees their paths
     Delete {
         /// Generation numbers
-        #[arg(required = true)]
+        #[arg(required_unless_present = "keep", conflicts_with = "keep")]
         numbers: Vec<u32>,
+        /// Delete all but the newest N generations (the boot default and the running
+        /// one are always kept)
+        #[arg(long, value_name = "N")]
+        keep: Option<u32>,
     },
 }
 
@@ -341,8 +345,23 @@ pub(crate) fn rollback(ctx: &Context, _args: &RollbackArgs) -> Result<ExitCode, 
 pub(crate) fn generations(ctx: &Context, args: &GenerationsArgs) -> Result<ExitCode, Error> {
     let store = Store::open(ctx.root()).map_err(|source| Error::Store { source })?;
     let profiles = Profiles::new(&store);
-    if let Some(GenerationsCommand::Delete { numbers }) = &args.command {
-        profiles.delete(numbers)?;
+    if let Some(GenerationsCommand::Delete { numbers, keep }) = &args.command {
+        let numbers = match keep {
+            Some(keep) => {
+                let live = Target::new(&store).current_system()?;
+                let mut protect: Vec<u32> = profiles.current()?.into_iter().collect();
+                protect.extend(
+                    profiles
+                        .list()?
+                        .iter()
+                        .filter(|g| live.as_ref() == Some(&g.toplevel))
+                        .map(|g| g.number),
+                );
+                profiles.beyond(usize::try_from(*keep).unwrap_or(usize::MAX), &protect)?
+            }
+            None => numbers.clone(),
+        };
+        profiles.delete(&numbers)?;
         ctx.out
             .status("deleted", &format!("{} generations", numbers.len()));
         // Their boot entries go too.
