@@ -99,6 +99,16 @@ pub enum BuildError {
         /// The hash parts named, comma-separated.
         hashes: String,
     },
+    /// The output names the build folder, which is gone once the build ends.
+    #[error(
+        "building {path}: its file {file} names the build folder ({BUILD_DIR}/…), which is gone after the build; install with the output as the prefix ($out), or remove the reference"
+    )]
+    BuildDirReference {
+        /// The output path.
+        path: StorePath,
+        /// The first file naming it, relative to the output.
+        file: String,
+    },
     /// `--check` of an output that was never built.
     #[error("{path} is not built yet: there is nothing to check it against")]
     NotBuilt {
@@ -335,15 +345,21 @@ fn run_in(
         }
     }
     // The sandbox shows only the closure: a store path outside it in the output came
-    // from somewhere else (a source, the network) and would dangle.
+    // from somewhere else (a source, the network) and would dangle. So would the build
+    // folder, gone after the build (a fixed-output path is checked by its hash instead).
     let mut allowed = closure.clone();
     allowed.insert(path.clone());
-    let foreign =
-        crate::foreign::foreign_references(&out_dir, &allowed).map_err(io_err(&out_dir))?;
-    if !foreign.is_empty() {
+    let leaks = crate::foreign::leaks(&out_dir, &allowed, BUILD_DIR).map_err(io_err(&out_dir))?;
+    if !leaks.foreign.is_empty() {
         return Err(BuildError::ForeignReferences {
             path: path.clone(),
-            hashes: foreign.into_iter().collect::<Vec<_>>().join(", "),
+            hashes: leaks.foreign.into_iter().collect::<Vec<_>>().join(", "),
+        });
+    }
+    if let (Some(file), None) = (leaks.build_dir, &drv.fixed_output) {
+        return Err(BuildError::BuildDirReference {
+            path: path.clone(),
+            file,
         });
     }
     Ok((out_dir, closure, log_path))

@@ -1,4 +1,5 @@
-//! Finding store paths an output names that its build could not have been given.
+//! What an output names that will not be there after its build: store paths its build
+//! could not have been given, and the build folder (`/build`).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -7,29 +8,48 @@ use std::path::Path;
 
 use nexis_store::{BASE32_ALPHABET, HASH_CHARS, STORE_DIR, StorePath};
 
-/// The hash parts of store paths (`/nexis/store/<hash>-…`) named in the files and symlink
-/// targets under `root` that are not among `allowed`, sorted.
-pub(crate) fn foreign_references(
-    root: &Path,
-    allowed: &BTreeSet<StorePath>,
-) -> io::Result<BTreeSet<String>> {
-    let allowed: BTreeSet<String> = allowed.iter().map(StorePath::hash_part).collect();
-    let mut found = BTreeSet::new();
-    visit(root, &mut |bytes| scan(bytes, &allowed, &mut found))?;
-    Ok(found)
+/// What an output names that it must not.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Leaks {
+    /// Hash parts of store paths outside the allowed set, sorted.
+    pub(crate) foreign: BTreeSet<String>,
+    /// The first file (relative to the output, in walking order) that names the build
+    /// folder, `/build/…`.
+    pub(crate) build_dir: Option<String>,
 }
 
-/// Call `f` with the content of every file and the target of every symlink under `path`.
-fn visit(path: &Path, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
-    let meta = fs::symlink_metadata(path)?;
+/// Scan the files and symlink targets under `root` (one read each) for store paths not
+/// among `allowed` and for the build folder `build_dir`.
+pub(crate) fn leaks(
+    root: &Path,
+    allowed: &BTreeSet<StorePath>,
+    build_dir: &str,
+) -> io::Result<Leaks> {
+    let allowed: BTreeSet<String> = allowed.iter().map(StorePath::hash_part).collect();
+    let needle = format!("{build_dir}/");
+    let mut out = Leaks::default();
+    visit(root, Path::new(""), &mut |rel, bytes| {
+        scan(bytes, &allowed, &mut out.foreign);
+        if out.build_dir.is_none() && memchr::memmem::find(bytes, needle.as_bytes()).is_some() {
+            out.build_dir = Some(rel.display().to_string());
+        }
+    })?;
+    Ok(out)
+}
+
+/// Call `f` with the path (relative to `root`) and the content of every file, and the
+/// target of every symlink, under `root`.
+fn visit(root: &Path, rel: &Path, f: &mut dyn FnMut(&Path, &[u8])) -> io::Result<()> {
+    let path = root.join(rel);
+    let meta = fs::symlink_metadata(&path)?;
     if meta.file_type().is_symlink() {
-        f(fs::read_link(path)?.as_os_str().as_encoded_bytes());
+        f(rel, fs::read_link(&path)?.as_os_str().as_encoded_bytes());
     } else if meta.is_dir() {
-        for entry in fs::read_dir(path)? {
-            visit(&entry?.path(), f)?;
+        for entry in fs::read_dir(&path)? {
+            visit(root, &rel.join(entry?.file_name()), f)?;
         }
     } else if meta.is_file() {
-        f(&fs::read(path)?);
+        f(rel, &fs::read(&path)?);
     }
     Ok(())
 }
@@ -68,14 +88,25 @@ mod tests {
         .unwrap();
         std::os::unix::fs::symlink(format!("/nexis/store/{bad}-evil"), dir.path().join("l"))
             .unwrap();
-        let found = foreign_references(dir.path(), &BTreeSet::from([ok.clone()])).unwrap();
-        assert_eq!(found, BTreeSet::from([bad.to_owned()]));
+        let found = leaks(dir.path(), &BTreeSet::from([ok.clone()]), "/build").unwrap();
+        assert_eq!(found.foreign, BTreeSet::from([bad.to_owned()]));
+        assert_eq!(found.build_dir, None);
         fs::write(dir.path().join("a"), ok.to_string()).unwrap();
         fs::remove_file(dir.path().join("l")).unwrap();
-        assert!(
-            foreign_references(dir.path(), &BTreeSet::from([ok]))
-                .unwrap()
-                .is_empty()
+        assert_eq!(
+            leaks(dir.path(), &BTreeSet::from([ok]), "/build").unwrap(),
+            Leaks::default()
         );
+    }
+
+    #[test]
+    fn names_the_first_file_that_names_the_build_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("lib")).unwrap();
+        fs::write(dir.path().join("lib/x.pc"), "prefix=/build/src/out\n").unwrap();
+        // `/build` alone, or a longer name, is not the build folder.
+        fs::write(dir.path().join("a"), "/build /buildroot/x").unwrap();
+        let found = leaks(dir.path(), &BTreeSet::new(), "/build").unwrap();
+        assert_eq!(found.build_dir.as_deref(), Some("lib/x.pc"));
     }
 }

@@ -112,3 +112,26 @@ fn check_rebuilds_and_compares() {
         "{report:?}"
     );
 }
+
+#[test]
+fn an_output_naming_the_build_folder_is_refused_and_registers_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let leaky = drv(
+        "leaky",
+        "mkdir -p $out/lib/pkgconfig; echo \"prefix=$TMPDIR/src/inst\" > $out/lib/pkgconfig/x.pc",
+    );
+    let err = build(&store, &leaky, &BuildSettings::default()).unwrap_err();
+    assert!(
+        matches!(&err, BuildError::BuildDirReference { file, .. } if file == "lib/pkgconfig/x.pc"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("names the build folder (/build/…)"),
+        "{err}"
+    );
+    let path = leaky.output_path().unwrap();
+    assert!(!store.with_db(|db| db.is_valid(&path)).unwrap());
+    assert!(!store.physical(&path).exists());
+}
