@@ -5,9 +5,10 @@
 //! [`Downloader`] tuned for caches ([`Substituter::default_options`]: a short connect
 //! timeout, an idle timeout, one retry). [`Substituter::substitute`] runs
 //! [`Store::substitute_from`] over a [`Caches`], which for each wanted path asks the
-//! caches in order for `<base>/<hash part>.info` and remembers which one had it, so the
-//! archive comes from the same cache. Before a cache is first asked, its
-//! `nexis-cache-info` is read: `StoreDir` must be `/nexis/store`. A cache that cannot be
+//! caches for `<base>/<hash part>.info` and remembers which one had it, so the archive
+//! comes from the same cache. Before the first question, every cache's
+//! `nexis-cache-info` is read: `StoreDir` must be `/nexis/store`, and caches are asked by
+//! their `Priority` (lower first, 50 when absent), in configured order among equals. A cache that cannot be
 //! reached (refused, timed out, a 5xx after the retry), or is no binary cache for this
 //! store, gets one warning and is not asked again in the run; that is not an error.
 //!
@@ -25,8 +26,8 @@ use std::io::Read;
 use std::time::Duration;
 
 use nexis_store::{
-    CACHE_INFO_FILE, CacheError, CacheInfo, CacheMeta, CacheSource, MAX_INFO_LEN, STORE_DIR, Store,
-    StorePath, SubstituteReport, Trust, is_relative_cache_url,
+    CACHE_INFO_FILE, CacheError, CacheInfo, CacheMeta, CacheSource, DEFAULT_PRIORITY, MAX_INFO_LEN,
+    STORE_DIR, Store, StorePath, SubstituteReport, Trust, is_relative_cache_url,
 };
 
 use crate::http::{DownloadError, DownloadOptions, Downloader};
@@ -153,6 +154,8 @@ impl Substituter {
             substituter: self,
             warn,
             state: vec![State::Unchecked; self.caches.len()],
+            priority: vec![DEFAULT_PRIORITY; self.caches.len()],
+            order: None,
             origin: BTreeMap::new(),
         }
     }
@@ -223,6 +226,10 @@ pub struct Caches<'a> {
     substituter: &'a Substituter,
     warn: &'a dyn Fn(&str),
     state: Vec<State>,
+    /// Each cache's `Priority`, once its info file is read.
+    priority: Vec<u32>,
+    /// The order caches are asked in, once every info file was read.
+    order: Option<Vec<usize>>,
     /// Which cache gave each path's info.
     origin: BTreeMap<StorePath, usize>,
 }
@@ -286,10 +293,27 @@ impl Caches<'_> {
                         meta.store_dir.escape_debug()
                     ),
                 ),
-                Ok(_) => self.state[cache] = State::Up,
+                Ok(meta) => {
+                    self.state[cache] = State::Up;
+                    self.priority[cache] = meta.priority;
+                }
             },
         }
         self.state[cache] == State::Up
+    }
+
+    /// The caches in the order they are asked: by priority, then as configured. Every
+    /// cache's info file is read the first time.
+    fn order(&mut self) -> Vec<usize> {
+        if let Some(order) = &self.order {
+            return order.clone();
+        }
+        let mut order: Vec<usize> = (0..self.substituter.caches.len())
+            .filter(|&c| self.usable(c))
+            .collect();
+        order.sort_by_key(|&c| (self.priority[c], c));
+        self.order = Some(order.clone());
+        order
     }
 }
 
@@ -297,7 +321,7 @@ impl CacheSource for Caches<'_> {
     type Error = SubstituteError;
 
     fn info(&mut self, path: &StorePath) -> Result<Option<CacheInfo>, SubstituteError> {
-        for cache in 0..self.substituter.caches.len() {
+        for cache in self.order() {
             if !self.usable(cache) {
                 continue;
             }

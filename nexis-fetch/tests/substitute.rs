@@ -210,6 +210,55 @@ fn a_file_url_is_a_cache_too() {
 }
 
 #[test]
+fn caches_are_asked_by_their_priority() {
+    // Two copies of the cache: the first configured has a damaged archive and a worse
+    // (higher) priority, so the good one is asked first and the damage never matters.
+    let fx = Fixture::new();
+    let copy = |name: &str, priority: u32, damage: bool| {
+        let dir = fx.dir.with_file_name(name);
+        Command::new("cp")
+            .arg("-r")
+            .arg(&fx.dir)
+            .arg(&dir)
+            .status()
+            .unwrap();
+        fs::write(
+            dir.join(nexis_store::CACHE_INFO_FILE),
+            format!("StoreDir: /nexis/store\nPriority: {priority}\n"),
+        )
+        .unwrap();
+        if damage {
+            let archive = dir.join(fx.archive_url(&fx.app));
+            let mut bytes = fs::read(&archive).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 1;
+            fs::write(&archive, &bytes).unwrap();
+        }
+        format!("file://{}", dir.display())
+    };
+    let damaged = copy("damaged", 60, true);
+    let good = copy("good", 10, false);
+    let warnings = Warnings::default();
+    substitute_and_verify(&fx, &[damaged.clone(), good], &warnings);
+    assert_eq!(warnings.take(), Vec::<String>::new());
+    // Equal priorities keep the configured order: the damaged copy is asked first.
+    let also_damaged = copy("damaged-too", 50, true);
+    let fine = copy("fine", 50, false);
+    let (_root, target) = empty_store();
+    let e = Substituter::with_options(&[also_damaged, fine], options())
+        .unwrap()
+        .substitute(&target, std::slice::from_ref(&fx.app), &fx.trust(), &|_| {})
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            SubstituteError::Cache(CacheError::Receive(ReceiveError::FileHash { .. }))
+        ),
+        "{e}"
+    );
+}
+
+#[test]
 fn paths_signed_by_an_untrusted_key_are_refused_before_any_archive() {
     let fx = Fixture::new();
     let server = Server::start(static_files(fx.dir.clone()));

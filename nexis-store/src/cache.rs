@@ -699,19 +699,34 @@ pub struct CacheMeta {
     /// The store directory the cache's paths are for (`StoreDir`); nexis reads only
     /// caches for [`STORE_DIR`].
     pub store_dir: String,
+    /// `Priority`: caches with a lower number are asked first ([`DEFAULT_PRIORITY`]
+    /// when absent or not a number).
+    pub priority: u32,
 }
+
+/// The priority of a cache whose info file gives none (Nix's too).
+pub const DEFAULT_PRIORITY: u32 = 50;
 
 impl CacheMeta {
     /// Parse the text of a `nexis-cache-info` file (the line rules of an info file;
-    /// `StoreDir` required; other keys, such as `Priority`, ignored). `origin` names it
-    /// in errors.
+    /// `StoreDir` required, `Priority` read, other keys ignored). `origin` names it in
+    /// errors.
     pub fn parse(text: &[u8], origin: &str) -> Result<CacheMeta, InfoError> {
-        let store_dir = lines(text, origin)?
-            .into_iter()
-            .find(|(_, key, _)| *key == "StoreDir")
-            .map(|(_, _, value)| value.to_owned());
-        match store_dir {
-            Some(store_dir) => Ok(CacheMeta { store_dir }),
+        let lines = lines(text, origin)?;
+        let value = |name: &str| {
+            lines
+                .iter()
+                .find(|(_, key, _)| *key == name)
+                .map(|(_, _, value)| (*value).to_owned())
+        };
+        let priority = value("Priority")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(DEFAULT_PRIORITY);
+        match value("StoreDir") {
+            Some(store_dir) => Ok(CacheMeta {
+                store_dir,
+                priority,
+            }),
             None => Err(InfoError {
                 origin: origin.to_owned(),
                 line: 0,

@@ -66,8 +66,8 @@ pub use base32::{ALPHABET as BASE32_ALPHABET, decode as base32_decode, encode as
 pub use browse::{BrowseError, StoreEntry, StoreEntryKind};
 pub use cache::{
     ArchiveFile, CACHE_INFO_FILE, CacheError, CacheInfo, CacheMeta, Compression, CopyReport,
-    Encoder, GZIP_MAGIC, InfoError, InfoProblem, MAX_INFO_LEN, MAX_INFO_LINE_LEN, MAX_INFO_LINES,
-    UnknownCompression, ZSTD_MAGIC, is_relative_cache_url,
+    DEFAULT_PRIORITY, Encoder, GZIP_MAGIC, InfoError, InfoProblem, MAX_INFO_LEN, MAX_INFO_LINE_LEN,
+    MAX_INFO_LINES, UnknownCompression, ZSTD_MAGIC, is_relative_cache_url,
 };
 pub use db::{DanglingRef, Db, DbError, PathInfo};
 pub use export::{EXPORT_MAGIC, ExportError, ImportError, MAX_EXPORT_PATHS};
