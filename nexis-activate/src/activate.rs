@@ -239,6 +239,7 @@ impl<'s> Target<'s> {
         let _lock = self.store.lock_activation().map_err(ActivateError::Lock)?;
         let profiles = Profiles::new(self.store);
         let generation = profiles.get(n)?;
+        let new = self.manifest(&generation.toplevel)?;
         let journal = self.journal();
         write_atomic(&journal, format!("{}\n{n}\n", mode.as_str()).as_bytes())?;
         // The boot entries first: when /boot is too small this fails before anything
@@ -246,7 +247,7 @@ impl<'s> Target<'s> {
         let boot = if mode == Mode::Test {
             None
         } else {
-            match self.boot_entries(n) {
+            match self.boot_entries_of(n, &new) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     fs::remove_file(&journal).map_err(io_at(&journal))?;
@@ -256,7 +257,6 @@ impl<'s> Target<'s> {
         };
         let mut report = ActivationReport::default();
         if mode != Mode::Boot {
-            let new = self.manifest(&generation.toplevel)?;
             // Running already: nothing to stop or restart (a no-op activation).
             let old = match self.current_system()? {
                 Some(p) if p == generation.toplevel => Some(new.clone()),
@@ -287,10 +287,20 @@ impl<'s> Target<'s> {
     /// those that have a kernel. Entries of other generations are removed. Nothing is
     /// written when the default generation has no kernel or no boot loader.
     pub fn boot_entries(&self, default: u32) -> Result<BootReport, ActivateError> {
-        let profiles = Profiles::new(self.store);
-        let Some(settings) = self.manifest(&profiles.get(default)?.toplevel)?.boot else {
+        let toplevel = Profiles::new(self.store).get(default)?.toplevel;
+        self.boot_entries_of(default, &self.manifest(&toplevel)?)
+    }
+
+    /// [`Target::boot_entries`] with the default generation's manifest at hand.
+    fn boot_entries_of(
+        &self,
+        default: u32,
+        manifest: &Manifest,
+    ) -> Result<BootReport, ActivateError> {
+        let Some(settings) = &manifest.boot else {
             return Ok(BootReport::default());
         };
+        let profiles = Profiles::new(self.store);
         let mut list = profiles.list()?;
         list.sort_by_key(|g| std::cmp::Reverse(g.number));
         let keep = usize::try_from(settings.keep).unwrap_or(usize::MAX);
@@ -299,7 +309,12 @@ impl<'s> Target<'s> {
             if i >= keep && g.number != default {
                 continue;
             }
-            let Some(files) = self.manifest(&g.toplevel)?.boot else {
+            let files = if g.number == default {
+                manifest.boot.clone()
+            } else {
+                self.manifest(&g.toplevel)?.boot
+            };
+            let Some(files) = files else {
                 continue;
             };
             let physical = |logical: &str| self.root.join(logical.trim_start_matches('/'));

@@ -191,17 +191,6 @@ pub fn accounts(
         .collect();
     for (name, group) in &spec.groups {
         let name = &name.value;
-        if let Some(&gid) = builtin_gids.get(&group.gid.as_ref().map_or(u32::MAX, |g| g.value))
-            && name != gid
-        {
-            return Err(AccountsError::Builtin {
-                noun: "group",
-                key: "gid",
-                name: name.clone(),
-                id: group.gid.as_ref().expect("matched").value,
-                owner: gid.to_owned(),
-            });
-        }
         let gid = id_for(
             GROUP,
             name,
@@ -209,7 +198,7 @@ pub fn accounts(
             group.system,
             &ids.groups,
             &explicit_gids,
-            &builtin_gids.keys().copied().collect(),
+            &builtin_gids,
         )?;
         ids.groups.insert(name.clone(), gid);
         out.groups.insert(
@@ -254,16 +243,6 @@ pub fn accounts(
         .collect();
     for (name, user) in &spec.users {
         let name = &name.value;
-        if matches!(user.uid.as_ref().map(|u| u.value), Some(0 | NOBODY)) && name != "root" {
-            let id = user.uid.as_ref().expect("matched").value;
-            return Err(AccountsError::Builtin {
-                noun: "user",
-                key: "uid",
-                name: name.clone(),
-                id,
-                owner: if id == 0 { "root" } else { "nobody" }.into(),
-            });
-        }
         let uid = id_for(
             USER,
             name,
@@ -271,7 +250,7 @@ pub fn accounts(
             user.system,
             &ids.users,
             &explicit_uids,
-            &[0, NOBODY].into(),
+            &BTreeMap::from([(0, "root"), (NOBODY, "nobody")]),
         )?;
         ids.users.insert(name.clone(), uid);
         let primary = if user.system { "nogroup" } else { "users" };
@@ -329,9 +308,9 @@ type Kind = (&'static str, &'static str);
 const USER: Kind = ("user", "uid");
 const GROUP: Kind = ("group", "gid");
 
-/// The id of account `name`: the declared one, else the one recorded for it (unless
-/// another account now declares it), else the lowest id of its range that no recorded,
-/// declared or built-in account has.
+/// The id of account `name`: the declared one (unless a built-in account of another
+/// name has it), else the one recorded for it (unless another account now declares it),
+/// else the lowest id of its range that no recorded, declared or built-in account has.
 fn id_for(
     (noun, key): Kind,
     name: &str,
@@ -339,10 +318,19 @@ fn id_for(
     system: bool,
     recorded: &BTreeMap<String, u32>,
     claimed: &BTreeSet<u32>,
-    builtin: &BTreeSet<u32>,
+    builtin: &BTreeMap<u32, &str>,
 ) -> Result<u32, AccountsError> {
     if let Some(id) = declared {
-        return Ok(id);
+        return match builtin.get(&id) {
+            Some(owner) if *owner != name => Err(AccountsError::Builtin {
+                noun,
+                key,
+                name: name.to_owned(),
+                id,
+                owner: (*owner).to_owned(),
+            }),
+            _ => Ok(id),
+        };
     }
     if let Some(&id) = recorded.get(name)
         && !claimed.contains(&id)
@@ -353,7 +341,7 @@ fn id_for(
     (range.0..=range.1)
         .find(|id| {
             !claimed.contains(id)
-                && !builtin.contains(id)
+                && !builtin.contains_key(id)
                 && !recorded.iter().any(|(n, r)| r == id && n != name)
         })
         .ok_or_else(|| AccountsError::Exhausted {
@@ -532,5 +520,24 @@ mod tests {
             e.to_string(),
             "group `staff` asks for gid 100, which is the built-in group `users`'s; leave `gid` out to have one allocated"
         );
+        let e = accounts(
+            &spec(&[("daemon", user(Some(NOBODY), true))]),
+            &mut Ids::default(),
+            &same,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "user `daemon` asks for uid 65534, which is the built-in user `nobody`'s"
+            ),
+            "{e}"
+        );
+        // The built-in account itself may say its own id.
+        accounts(
+            &spec(&[("root", user(Some(0), true))]),
+            &mut Ids::default(),
+            &same,
+        )
+        .unwrap();
     }
 }

@@ -31,6 +31,15 @@ fn demo_copy(dir: &Path) -> PathBuf {
     dir.join("nexis.toml")
 }
 
+/// A fresh root, and a copy of the demo configuration in its own folder (kept alive by
+/// the second value).
+fn demo() -> (tempfile::TempDir, tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    let config = demo_copy(conf.path());
+    (root, conf, config)
+}
+
 /// Read `/etc/NAME` inside `root`, resolving links in the root's namespace.
 fn read_etc(root: &Path, name: &str) -> String {
     read_in(root, &format!("etc/{name}"))
@@ -80,9 +89,7 @@ fn generations(root: &Path, config: &Path) -> serde_json::Value {
 
 #[test]
 fn switch_change_switch_rollback_and_generations() {
-    let root = tempfile::tempdir().unwrap();
-    let conf = tempfile::tempdir().unwrap();
-    let config = demo_copy(conf.path());
+    let (root, _conf, config) = demo();
 
     // The first switch: generation 1, running and the boot default.
     let (out, err) = ok(&nexis(root.path(), &config, &["switch"]));
@@ -209,9 +216,7 @@ fn switch_change_switch_rollback_and_generations() {
 
 #[test]
 fn test_and_boot_change_only_what_they_say() {
-    let root = tempfile::tempdir().unwrap();
-    let conf = tempfile::tempdir().unwrap();
-    let config = demo_copy(conf.path());
+    let (root, _conf, config) = demo();
     ok(&nexis(root.path(), &config, &["switch"]));
     edit(
         &config,
@@ -263,9 +268,7 @@ fn test_and_boot_change_only_what_they_say() {
 
 #[test]
 fn an_interrupted_activation_is_finished_by_the_next_command() {
-    let root = tempfile::tempdir().unwrap();
-    let conf = tempfile::tempdir().unwrap();
-    let config = demo_copy(conf.path());
+    let (root, _conf, config) = demo();
     ok(&nexis(root.path(), &config, &["switch"]));
     edit(
         &config,
@@ -332,9 +335,7 @@ fn etc_matches(root: &Path, toplevel: &str, others: &[&str]) -> Result<(), Strin
 
 #[test]
 fn a_switch_killed_at_any_instant_leaves_one_generation_in_full() {
-    let root = tempfile::tempdir().unwrap();
-    let conf = tempfile::tempdir().unwrap();
-    let config = demo_copy(conf.path());
+    let (root, _conf, config) = demo();
     ok(&nexis(root.path(), &config, &["switch"]));
     // Generation 2 differs in a linked file, a real file and a removed one.
     let text = fs::read_to_string(&config)
@@ -427,9 +428,7 @@ fn mode_of(path: &Path) -> u32 {
 #[test]
 fn users_groups_and_home_files() {
     use std::os::unix::fs::MetadataExt as _;
-    let root = tempfile::tempdir().unwrap();
-    let conf = tempfile::tempdir().unwrap();
-    let config = demo_copy(conf.path());
+    let (root, conf, config) = demo();
     let is_root =
         fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
 
@@ -568,9 +567,7 @@ fn users_groups_and_home_files() {
 
 #[test]
 fn boot_entries_follow_the_generations() {
-    let root = tempfile::tempdir().unwrap();
-    let conf = tempfile::tempdir().unwrap();
-    let config = demo_copy(conf.path());
+    let (root, conf, config) = demo();
     // A stand-in kernel package: an image file and an initrd.
     fs::write(
         conf.path().join("packages/linux.toml"),
@@ -823,9 +820,7 @@ fn a_changed_source_file_makes_a_new_generation_and_an_unchanged_one_does_not() 
 
 #[test]
 fn two_packages_with_one_file_collide_unless_one_has_priority() {
-    let root = tempfile::tempdir().unwrap();
-    let conf = tempfile::tempdir().unwrap();
-    let config = demo_copy(conf.path());
+    let (root, conf, config) = demo();
     fs::write(
         conf.path().join("packages/toybox.toml"),
         "name = \"toybox\"\nversion = \"0.8.11\"\n\n[build]\nsystem = \"script\"\n\
@@ -873,9 +868,7 @@ fn two_packages_with_one_file_collide_unless_one_has_priority() {
 
 #[test]
 fn an_enabled_security_tool_gets_its_files_and_its_service() {
-    let root = tempfile::tempdir().unwrap();
-    let conf = tempfile::tempdir().unwrap();
-    let config = demo_copy(conf.path());
+    let (root, conf, config) = demo();
     // The demo enables the firewall with ports 22 and 8080.
     let (out, _) = ok(&nexis(root.path(), &config, &["switch"]));
     assert!(
